@@ -1,0 +1,180 @@
+"""Build an index: catalog -> decode and resize (worker threads) -> embed (batches) -> write, then swap in."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .catalog import METADATA_FIELDS, Catalog, Product
+from .config import Settings
+from .embedder import Embedder, probe_image
+from .images import ImageError, fit_square, to_rgb
+from .index import FORMAT_VERSION, IndexFiles, VectorIndex, swap_into_place
+
+__all__ = ["BuildFailed", "BuildSummary", "build_index"]
+
+THUMBNAIL_SIDE = 256  # gallery thumbnails: enough for a phone screen, small enough to ship 44k of them
+BATCHES_AHEAD = 2  # prepared batches waiting for the model: keeps it busy without holding the catalog in memory
+
+
+class BuildFailed(RuntimeError):
+    """The build could not produce an index; the previous index, if any, is untouched."""
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    indexed: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+    skipped_ids: dict = field(default_factory=dict)  # reason -> first few product ids, to look them up
+    seconds: float = 0.0
+    size_bytes: int = 0
+
+    def __str__(self) -> str:
+        rate = self.indexed / self.seconds if self.seconds else 0.0
+        lines = [f"Indexed {self.indexed} products in {self.seconds:.1f} s ({rate:.1f} images/s) into {self.out} "
+                 f"({self.size_bytes / 1e6:.1f} MB)."]
+        lines += [f"Skipped {count}: {reason} (e.g. {', '.join(map(str, self.skipped_ids[reason]))})"
+                  for reason, count in self.skipped.most_common()]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Prepared:
+    product: Product
+    pixels: np.ndarray | None = None  # (size, size, 3) uint8 for the model
+    thumbnail: bytes | None = None  # JPEG for the gallery
+    problem: str | None = None  # why it is skipped
+
+
+def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int = 32,
+                embedder: Embedder | None = None, progress: bool = True) -> BuildSummary:
+    """Embed every product of `catalog` and write a complete index to `out`, replacing any index there only
+    once the new one is whole. Unreadable images and rows without an id are skipped and counted."""
+    started = time.perf_counter()
+    embedder = embedder or Embedder(settings)
+    out = Path(out)
+    files = IndexFiles(out.with_name(f".{out.name}.building-{os.getpid()}"))
+    shutil.rmtree(files.root, ignore_errors=True)
+    files.images.mkdir(parents=True)
+    summary = BuildSummary(out=out)
+    try:
+        vectors, items = _embed_catalog(catalog, embedder, files, batch_size, summary, progress)
+        if not items:
+            raise BuildFailed(f"No product of {catalog.source.get('id')} could be indexed: "
+                              f"{dict(summary.skipped) or 'the catalog is empty'}.")
+        print(f"Building the Annoy index ({settings.trees} trees over {len(items)} vectors)...", flush=True)
+        VectorIndex.build(vectors, settings.trees, seed=settings.seed).save(files)
+        _write_items(files, items)
+        np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
+        files.manifest.write_text(json.dumps(_manifest(catalog, settings, embedder, summary, len(items)), indent=2))
+        summary.size_bytes = sum(p.stat().st_size for p in files.root.rglob("*") if p.is_file())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        swap_into_place(files.root, out)
+    finally:
+        shutil.rmtree(files.root, ignore_errors=True)  # only left over when the build failed
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _embed_catalog(catalog, embedder, files, batch_size, summary, progress):
+    vectors, items, seen_ids = [], [], set()
+    bar = tqdm(total=catalog.total, unit="img", desc="Embedding", disable=not progress, smoothing=0.1)
+    with bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as workers:
+        for batch in _prepared_batches(catalog.rows, embedder.size, workers, batch_size):
+            accepted = []
+            for prepared in batch:
+                product_id = prepared.product.id
+                if prepared.problem is None and product_id in seen_ids:
+                    prepared.problem = "duplicate id"
+                if prepared.problem:
+                    summary.skipped[prepared.problem] += 1
+                    summary.skipped_ids.setdefault(prepared.problem, [])
+                    if len(summary.skipped_ids[prepared.problem]) < 3:
+                        summary.skipped_ids[prepared.problem].append(product_id)
+                    continue
+                seen_ids.add(product_id)
+                accepted.append(prepared)
+            if accepted:
+                vectors.append(embedder.embed(np.stack([p.pixels for p in accepted])))
+            for prepared in accepted:
+                files.image(len(items)).write_bytes(prepared.thumbnail)
+                items.append({"id": prepared.product.id, **prepared.product.metadata})
+            summary.indexed = len(items)
+            bar.update(len(batch))
+            if summary.skipped:
+                bar.set_postfix(skipped=sum(summary.skipped.values()))
+    return (np.concatenate(vectors) if vectors else None), items
+
+
+def _prepared_batches(products, size: int, workers: ThreadPoolExecutor, batch_size: int):
+    """Batches of decoded, resized products, decoded in `workers` while the model embeds earlier batches."""
+    products = iter(products)
+    pending = deque()
+    while chunk := list(islice(products, batch_size)):
+        pending.append([workers.submit(_prepare, product, size) for product in chunk])
+        if len(pending) > BATCHES_AHEAD:
+            yield [future.result() for future in pending.popleft()]
+    while pending:
+        yield [future.result() for future in pending.popleft()]
+
+
+def _prepare(product: Product, size: int) -> _Prepared:
+    if product.id is None or product.id == "":
+        return _Prepared(product, problem="no id")
+    try:
+        image = to_rgb(product.image)
+    except ImageError:
+        return _Prepared(product, problem="unreadable image")
+    pixels = fit_square(image, size)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return _Prepared(product, pixels=pixels, thumbnail=buffer.getvalue())
+
+
+def _write_items(files: IndexFiles, items: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Every field as text (or null): catalogs disagree on types (year as int or str), the gallery shows text.
+    columns = {name: [_as_text(item.get(name)) for item in items] for name in ("id", *METADATA_FIELDS)}
+    pq.write_table(pa.table(columns, schema=pa.schema([(name, pa.string()) for name in columns])), files.items)
+
+
+def _as_text(value) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a year stored as 2012.0 because its column has gaps
+    return str(value)
+
+
+def _manifest(catalog: Catalog, settings: Settings, embedder: Embedder, summary: BuildSummary, count: int) -> dict:
+    from importlib.metadata import version
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "count": count,
+        "embedder": embedder.identity,
+        "index": {"library": "annoy", "metric": "euclidean", "trees": settings.trees, "seed": settings.seed,
+                  "candidates": settings.candidates, "search_k": settings.search_k,
+                  "rerank": "exact euclidean distance on vectors.npy"},
+        "dataset": catalog.source,
+        "skipped": dict(summary.skipped),
+        "thumbnails": {"format": "jpeg", "max_side": THUMBNAIL_SIDE},
+        "versions": {name: version(name) for name in ("tensorflow-cpu", "keras", "annoy", "numpy")},
+    }

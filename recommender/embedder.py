@@ -1,0 +1,115 @@
+"""ResNet50 image embeddings: (n, size, size, 3) uint8 in, (n, 2048) float32 L2-normalised vectors out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+from .images import fit_square, to_rgb
+
+__all__ = ["DIMS", "Embedder", "WeightsUnavailable", "probe_image"]
+
+DIMS = 2048  # ResNet50's last block has 2048 channels; global max pooling keeps one value per channel
+IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # what Keras downloads
+
+
+class WeightsUnavailable(RuntimeError):
+    """The model weights could not be loaded; the message says what to do instead."""
+
+
+class Embedder:
+    """ResNet50 (no top, global max pooling) with its own preprocessing, so a model is never paired with
+    the wrong transform. `weights` is "imagenet", a path to a Keras weights file, or "random"."""
+
+    def __init__(self, settings: Settings = Settings()):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our progress
+        import keras  # heavy: only the embedder imports TensorFlow
+        import tensorflow as tf
+
+        self.settings = settings
+        self.size = settings.image_size
+        self._weights_sha256 = None
+        self.model = self._load_model(keras, settings)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.uint8)])
+        def _embed(batch):
+            pixels = keras.applications.resnet50.preprocess_input(tf.cast(batch, tf.float32))
+            features = self.model(pixels, training=False)  # (n, 2048) after global max pooling
+            return tf.math.l2_normalize(features, axis=1)  # unit length: euclidean distance ranks like cosine
+
+        self._embed = _embed
+
+    def _load_model(self, keras, settings: Settings):
+        weights = settings.weights
+        if weights == "random":
+            keras.utils.set_random_seed(settings.seed)  # same seed, same initial weights, same vectors
+            weights = None
+        elif weights != "imagenet":
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise WeightsUnavailable(f"No weights file at {path}. Give a Keras .h5 / .weights.h5 file, "
+                                         "'imagenet' or 'random'.")
+            self._weights_sha256 = _sha256(path)
+            weights = str(path)
+        try:
+            return keras.applications.ResNet50(
+                weights=weights, include_top=False, pooling="max", input_shape=(self.size, self.size, 3)
+            )
+        except Exception as error:  # Keras raises a bare Exception for a failed download
+            if settings.weights == "imagenet":
+                raise WeightsUnavailable(
+                    f"Could not download the ImageNet ResNet50 weights ({error}).\n"
+                    f"Fix: on a machine with internet, get {IMAGENET_WEIGHTS_FILE} (Keras saves it in "
+                    "~/.keras/models/) and pass its path with --weights / WEIGHTS, or set INDEX_REPO to a "
+                    "prebuilt index, or try again once the network is back."
+                ) from None
+            raise WeightsUnavailable(f"Could not load the weights file {weights}: {error}") from None
+
+    @property
+    def identity(self) -> dict:
+        """What an index built by this embedder must match, as recorded in its manifest."""
+        return {
+            "model": "keras.applications.ResNet50",
+            "include_top": False,
+            "pooling": "max",
+            "normalization": "l2",
+            "preprocess": "pad to white square, bilinear resize, resnet50.preprocess_input",
+            "weights": "file" if self._weights_sha256 else self.settings.weights,
+            "weights_sha256": self._weights_sha256,
+            "seed": self.settings.seed if self.settings.weights == "random" else None,
+            "image_size": self.size,
+            "dims": DIMS,
+        }
+
+    def prepare(self, image) -> np.ndarray:
+        """Any image input -> (size, size, 3) uint8, ready for `embed`. Raises images.ImageError."""
+        return fit_square(to_rgb(image), self.size)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(n, size, size, 3) uint8 -> (n, 2048) float32, each row of unit length."""
+        return self._embed(batch).numpy()
+
+    def embed_image(self, image) -> np.ndarray:
+        """One image of any kind -> (2048,) float32."""
+        return self.embed(self.prepare(image)[None])[0]
+
+
+def probe_image(size: int) -> np.ndarray:
+    """A fixed synthetic picture whose embedding, stored in the manifest, proves a loaded model is the same."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    red = 255 * x
+    green = 255 * (0.5 + 0.5 * np.sin(12 * y))
+    blue = 255 * ((x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.1)
+    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,125 @@
+"""Turn whatever a user or a dataset gives into a clean RGB PIL image, and fit it into the model's square."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ImageError", "MAX_PIXELS", "to_rgb", "fit_square"]
+
+MAX_PIXELS = 60_000_000  # a 60 MP photo is the largest camera output we expect; more is a decompression bomb
+MIN_SIDE = 8  # below this there is nothing to recognise; smaller images are upscaled, not refused
+WHITE = (255, 255, 255)  # catalog photos are products on white, so missing pixels are white too
+
+
+class ImageError(ValueError):
+    """The input is not a usable image; the message says why and what to do."""
+
+
+def to_rgb(source) -> Image.Image:
+    """Decode `source` (PIL image, numpy array, bytes, file-like or path) into an upright RGB image.
+
+    EXIF orientation is applied, transparency is composited on white, grayscale, palette, CMYK and 16-bit
+    modes are converted, and images over MAX_PIXELS are refused before they are decoded.
+    """
+    if source is None:
+        raise ImageError("No image was given: upload a photo, take one with the webcam, or paste one.")
+    image = _open(source)
+    _check_size(image.size)
+    try:
+        image.load()  # decode now, so a truncated file fails here with our message, not later
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"The image could not be decoded ({error}); the file may be truncated or corrupt.") from None
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animated or multi-page: the first frame is the picture
+    return _flatten_to_rgb(image)
+
+
+def fit_square(image: Image.Image, size: int) -> np.ndarray:
+    """Pad `image` to a white square (keeping its aspect ratio), resize to `size`, return (size, size, 3) uint8.
+
+    Padding instead of cropping keeps the whole garment of a portrait product photo or a landscape webcam frame.
+    """
+    width, height = image.size
+    side = max(width, height)
+    if side != min(width, height):
+        square = Image.new("RGB", (side, side), WHITE)
+        square.paste(image, ((side - width) // 2, (side - height) // 2))
+        image = square
+    image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _open(source) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("The image file is empty (0 bytes).")
+        source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"No image file at {path}.")
+        if path.stat().st_size == 0:
+            raise ImageError(f"The image file {path.name} is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"The image is too large: more than {MAX_PIXELS:,} pixels. Use a smaller photo.") from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
+        raise ImageError(
+            "This file is not an image we can read (JPEG, PNG, WebP, GIF, BMP and TIFF work)."
+        ) from error
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"An image array must be (height, width), (height, width, 3) or 4; got {array.shape}.")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            array = array * 255.0  # floats in [0, 1], as many libraries produce them
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def _check_size(size: tuple[int, int]) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError("The image has no pixels.")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"The image is too large ({width}x{height} pixels, more than {MAX_PIXELS:,}). Use a smaller photo."
+        )
+
+
+def _flatten_to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float grayscale: scale to 8 bits by the image's own range instead of clipping
+        array = np.asarray(image, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        array = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        image = Image.fromarray(array.astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        image = Image.alpha_composite(background, rgba)
+    rgb = image.convert("RGB")  # CMYK, YCbCr, L, 1, P, ... all have a conversion to RGB
+    if min(rgb.size) < MIN_SIDE:
+        scale = MIN_SIDE / min(rgb.size)
+        rgb = rgb.resize((max(MIN_SIDE, round(rgb.width * scale)), max(MIN_SIDE, round(rgb.height * scale))))
+    return rgb

@@ -1,0 +1,125 @@
+"""The index on disk: Annoy for candidates, the exact vectors for re-ranking, items and images for the gallery."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "read_manifest", "swap_into_place"]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class IndexUnusable(RuntimeError):
+    """The index is missing, damaged or was built with other settings; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """Where each part of an index lives; every reader and writer goes through these names."""
+    root: Path
+
+    manifest = property(lambda self: self.root / MANIFEST)
+    vectors = property(lambda self: self.root / "vectors.npy")  # (n, dims) float32, L2-normalised
+    annoy = property(lambda self: self.root / "annoy.ann")  # euclidean Annoy index over the same rows
+    items = property(lambda self: self.root / "items.parquet")  # one row of metadata per vector row
+    probe = property(lambda self: self.root / "probe.npy")  # (dims,) embedding of embedder.probe_image
+    images = property(lambda self: self.root / "images")  # images/<row>.jpg, the gallery's thumbnails
+
+    def image(self, row: int) -> Path:
+        return self.images / f"{row:07d}.jpg"
+
+
+class VectorIndex:
+    """Nearest neighbours by exact euclidean distance among an Annoy candidate pool."""
+
+    def __init__(self, vectors: np.ndarray, annoy_index, trees: int):
+        self.vectors = vectors  # (n, dims) float32; may be memory-mapped
+        self.annoy = annoy_index
+        self.trees = trees
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, trees: int, seed: int = 0) -> "VectorIndex":
+        from annoy import AnnoyIndex
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        annoy_index = AnnoyIndex(vectors.shape[1], "euclidean")
+        annoy_index.set_seed(seed)  # the same vectors give the same trees, so rebuilt indexes are identical
+        for row, vector in enumerate(vectors):
+            annoy_index.add_item(row, vector)
+        annoy_index.build(trees, n_jobs=-1)
+        return cls(vectors, annoy_index, trees)
+
+    def save(self, files: IndexFiles) -> None:
+        np.save(files.vectors, self.vectors, allow_pickle=False)
+        self.annoy.save(str(files.annoy))
+
+    @classmethod
+    def load(cls, files: IndexFiles, dims: int, count: int, trees: int) -> "VectorIndex":
+        from annoy import AnnoyIndex
+
+        vectors = np.load(files.vectors, mmap_mode="r", allow_pickle=False)  # never unpickle an index file
+        if vectors.shape != (count, dims) or vectors.dtype != np.float32:
+            raise IndexUnusable(f"{files.vectors} holds {vectors.shape} {vectors.dtype} vectors, but the manifest "
+                              f"says ({count}, {dims}) float32: the index is damaged; rebuild or re-download it.")
+        annoy_index = AnnoyIndex(dims, "euclidean")
+        try:
+            annoy_index.load(str(files.annoy))  # memory-mapped: loading is instant, pages come in on use
+        except OSError as error:
+            raise IndexUnusable(f"Could not load {files.annoy} ({error}): rebuild or re-download the index.") from None
+        if annoy_index.get_n_items() != count:
+            raise IndexUnusable(f"{files.annoy} holds {annoy_index.get_n_items()} items, the manifest says {count}: "
+                              "the index is damaged; rebuild or re-download it.")
+        return cls(vectors, annoy_index, trees)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def search(self, query: np.ndarray, k: int, pool: int, search_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k rows nearest to `query` (dims,) and their exact euclidean distances, nearest first.
+
+        Annoy proposes `pool` candidates (inspecting `search_k` nodes); the exact distances on the stored
+        vectors decide, so an approximate distance never reorders the results.
+        """
+        pool = min(max(pool, k), len(self))
+        candidates = np.asarray(self.annoy.get_nns_by_vector(query, pool, search_k=search_k), dtype=np.int64)
+        distances = np.linalg.norm(self.vectors[candidates] - query, axis=1)
+        best = np.argsort(distances, kind="stable")[:k]
+        return candidates[best], distances[best]
+
+
+def read_manifest(root: Path) -> dict:
+    files = IndexFiles(Path(root))
+    if not files.manifest.is_file():
+        raise IndexUnusable(f"No index at {files.root} ({MANIFEST} is missing). Build one with "
+                          f"`python scripts/build_index.py --out {files.root}` or set INDEX_REPO.")
+    try:
+        manifest = json.loads(files.manifest.read_text())
+    except (OSError, ValueError) as error:
+        raise IndexUnusable(f"{files.manifest} is not readable JSON ({error}): rebuild or re-download the index.") \
+            from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexUnusable(f"The index at {files.root} has format version {manifest.get('format_version')}; this "
+                          f"code reads version {FORMAT_VERSION}. Rebuild it with scripts/build_index.py.")
+    missing = [p.name for p in (files.vectors, files.annoy, files.items, files.probe, files.images)
+               if not p.exists()]
+    if missing:
+        raise IndexUnusable(f"The index at {files.root} is incomplete: {', '.join(missing)} missing. "
+                          "Rebuild or re-download it.")
+    return manifest
+
+
+def swap_into_place(built: Path, target: Path) -> None:
+    """Replace `target` by the complete index in `built`; a reader never sees a half-written index."""
+    target = Path(target)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(built, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,49 @@
+"""Make sure an index is present before serving: keep it, download a prebuilt one, or build a small default one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .build import build_index
+from .catalog import load_catalog
+from .config import Settings
+from .index import IndexUnusable, read_manifest, swap_into_place
+
+__all__ = ["IndexUnusable", "download_index", "ensure_index"]
+
+
+def ensure_index(index_dir: Path, index_repo: str | None, dataset: str, limit: int, settings: Settings) -> str:
+    """Return how the index at `index_dir` came to be there: "present", "downloaded" or "built"."""
+    index_dir = Path(index_dir)
+    if (index_dir / "manifest.json").exists():
+        return "present"
+    if index_repo:
+        download_index(index_repo, index_dir)
+        return "downloaded"
+    print(f"No index in {index_dir}: building one from the first {limit} products of {dataset} "
+          f"(weights={settings.weights}). Set INDEX_REPO to download a prebuilt index instead.", flush=True)
+    summary = build_index(load_catalog(dataset, limit=limit), settings, index_dir)
+    print(summary, flush=True)
+    return "built"
+
+
+def download_index(repo_id: str, index_dir: Path, revision: str | None = None, repo_type: str = "dataset") -> None:
+    """Download a prebuilt index (a Hub repo holding an index folder's files) into `index_dir`."""
+    from huggingface_hub import snapshot_download
+
+    index_dir = Path(index_dir)
+    staging = index_dir.with_name(f".{index_dir.name}.download")
+    print(f"Downloading the index from the Hugging Face {repo_type} repo {repo_id}...", flush=True)
+    try:
+        snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=staging)
+    except Exception as error:
+        raise IndexUnusable(
+            f"Could not download the index from the Hub {repo_type} repo '{repo_id}' "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}).\nFix: check INDEX_REPO and the network, "
+            "or unset INDEX_REPO to build an index here (python scripts/build_index.py)."
+        ) from None
+    shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
+    read_manifest(staging)  # refuse an incomplete or foreign repo before it replaces anything
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    swap_into_place(staging, index_dir)

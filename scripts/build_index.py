@@ -1,0 +1,51 @@
+"""Build the search index from a fashion catalog.
+
+    python scripts/build_index.py                                   # all ~44k products of the Hub dataset
+    python scripts/build_index.py --dataset my.parquet --limit 500  # a local parquet in the same schema
+    python scripts/build_index.py --dataset photos/ --out my-index  # a folder of images (sub-folder = type)
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from recommender.build import BuildFailed, build_index  # noqa: E402
+from recommender.catalog import CatalogUnavailable, load_catalog  # noqa: E402
+from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
+from recommender.embedder import WeightsUnavailable  # noqa: E402
+
+
+def main(argv=None) -> int:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="Hub dataset id, parquet file(s) or image folder")
+    parser.add_argument("--split", default="train", help="split of a Hub dataset")
+    parser.add_argument("--revision", default=None, help="Hub dataset revision (default: the latest)")
+    parser.add_argument("--limit", type=int, default=None, help="index only the first N products")
+    parser.add_argument("--out", default="index", help="index folder, replaced only once the new index is complete")
+    parser.add_argument("--weights", default=defaults.weights, help="'imagenet', a Keras weights file, or 'random'")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of --weights random")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size, help="model input side in pixels")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    parser.add_argument("--trees", type=int, default=defaults.trees, help="Annoy trees")
+    args = parser.parse_args(argv)
+    if args.image_size < 32:
+        parser.error("--image-size must be at least 32 (ResNet50 downsamples by 32)")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+
+    settings = Settings(weights=args.weights, seed=args.seed, image_size=args.image_size, trees=args.trees)
+    try:
+        catalog = load_catalog(args.dataset, split=args.split, limit=args.limit, revision=args.revision)
+        summary = build_index(catalog, settings, Path(args.out), batch_size=args.batch_size)
+    except (CatalogUnavailable, WeightsUnavailable, BuildFailed) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

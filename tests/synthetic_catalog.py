@@ -1,0 +1,112 @@
+"""A small, deterministic product catalog the tests draw themselves: shapes per article type, in colours and
+patterns, on white, written in the Hub dataset's exact schema (parquet) and as an image folder."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+WIDTH, HEIGHT = 120, 160  # portrait, like the catalog's product shots
+COLOURS = {"Red": (200, 30, 40), "Blue": (30, 60, 190), "Green": (30, 150, 60)}
+PATTERNS = ("solid", "striped")
+
+
+def _tshirt(d, c):
+    d.polygon([(20, 30), (45, 20), (75, 20), (100, 30), (110, 60), (90, 65), (88, 140), (32, 140), (30, 65),
+               (10, 60)], fill=c)
+
+
+def _trousers(d, c):
+    d.polygon([(35, 15), (85, 15), (95, 150), (68, 150), (60, 60), (52, 150), (25, 150)], fill=c)
+
+
+def _shoe(d, c):
+    d.polygon([(10, 110), (15, 80), (45, 80), (70, 100), (110, 110), (110, 130), (10, 130)], fill=c)
+
+
+def _watch(d, c):
+    d.rectangle([50, 10, 70, 150], fill=(60, 60, 60))
+    d.ellipse([30, 55, 90, 115], fill=c)
+
+
+def _bag(d, c):
+    d.arc([35, 20, 85, 80], 180, 360, fill=c, width=6)
+    d.rectangle([15, 50, 105, 140], fill=c)
+
+
+def _cap(d, c):
+    d.pieslice([20, 50, 100, 130], 180, 360, fill=c)
+    d.rectangle([60, 86, 115, 94], fill=c)
+
+
+ARTICLE_TYPES = {"Tshirts": ("Apparel", "Topwear", _tshirt), "Trousers": ("Apparel", "Bottomwear", _trousers),
+                 "Casual Shoes": ("Footwear", "Shoes", _shoe), "Watches": ("Accessories", "Watches", _watch),
+                 "Handbags": ("Accessories", "Bags", _bag), "Caps": ("Accessories", "Headwear", _cap)}
+
+
+def product_image(article_type: str, colour: str, pattern: str) -> Image.Image:
+    image = Image.new("RGB", (WIDTH, HEIGHT), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    ARTICLE_TYPES[article_type][2](draw, COLOURS[colour])
+    if pattern == "striped":  # light stripes across the product only
+        pixels = np.array(image)
+        product = (pixels == COLOURS[colour]).all(axis=-1)
+        stripes = (np.arange(HEIGHT) % 12 < 3)[:, None]
+        pixels[product & stripes] = 245
+        image = Image.fromarray(pixels)
+    return image
+
+
+def products() -> list[dict]:
+    """36 rows in the schema of ashraq/fashion-product-images-small, image as a PIL image."""
+    rows = []
+    for number, (article_type, (master, sub, _)) in enumerate(ARTICLE_TYPES.items()):
+        for colour in COLOURS:
+            for pattern in PATTERNS:
+                rows.append({
+                    "id": 10000 + len(rows), "gender": ("Men", "Women")[len(rows) % 2], "masterCategory": master,
+                    "subCategory": sub, "articleType": article_type, "baseColour": colour,
+                    "season": "Summer", "year": 2012.0 + number, "usage": "Casual",
+                    "productDisplayName": f"{colour} {pattern} {article_type} Ünïcode",
+                    "image": product_image(article_type, colour, pattern)})
+    return rows
+
+
+def write_parquet(path: Path, rows: list[dict] | None = None, extra_bad_rows: bool = True) -> Path:
+    """The catalog as one parquet file with the Hub dataset's features; plus a corrupt image row and a
+    row without an image, which a build must skip and count."""
+    import datasets
+
+    rows = products() if rows is None else rows
+    features = datasets.Features({
+        "id": datasets.Value("int64"), **{name: datasets.Value("string") for name in (
+            "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season")},
+        "year": datasets.Value("float64"), "usage": datasets.Value("string"),
+        "productDisplayName": datasets.Value("string"), "image": datasets.Image()})
+    records = [dict(row, image={"bytes": _jpeg(row["image"]), "path": None}) for row in rows]
+    if extra_bad_rows:
+        bad = dict(rows[0], id=99998, productDisplayName="corrupt image")
+        records.append(dict(bad, image={"bytes": b"\xff\xd8\xff this is not a jpeg", "path": None}))
+    columns = {name: [record[name] for record in records] for name in features}
+    datasets.Dataset.from_dict(columns, features=features).to_parquet(str(path))
+    return path
+
+
+def write_folder(root: Path, rows: list[dict] | None = None) -> Path:
+    """The catalog as images/<articleType>/<id>.jpg, plus one file that is not an image."""
+    rows = products() if rows is None else rows
+    for row in rows:
+        folder = root / row["articleType"]
+        folder.mkdir(parents=True, exist_ok=True)
+        row["image"].save(folder / f"{row['id']}.jpg", quality=92)
+    (root / "Caps" / "broken.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
