@@ -81,17 +81,17 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def search(self, query: np.ndarray, k: int, pool: int, search_k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: np.ndarray, k: int, candidates: int, search_k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k rows nearest to `query` (dims,) and their exact euclidean distances, nearest first.
 
-        Annoy proposes `pool` candidates (inspecting `search_k` nodes); the exact distances on the stored
-        vectors decide, so an approximate distance never reorders the results.
+        Annoy proposes max(candidates, 10 k) rows (inspecting `search_k` nodes); the exact distances on the
+        stored vectors decide, so an approximate distance never reorders the results.
         """
-        pool = min(max(pool, k), len(self))
-        candidates = np.asarray(self.annoy.get_nns_by_vector(query, pool, search_k=search_k), dtype=np.int64)
-        distances = np.linalg.norm(self.vectors[candidates] - query, axis=1)
+        pool = min(max(candidates, 10 * k), len(self))
+        rows = np.asarray(self.annoy.get_nns_by_vector(query, pool, search_k=search_k), dtype=np.int64)
+        distances = np.linalg.norm(self.vectors[rows] - query, axis=1)
         best = np.argsort(distances, kind="stable")[:k]
-        return candidates[best], distances[best]
+        return rows[best], distances[best]
 
 
 def read_manifest(root: Path) -> dict:

@@ -83,7 +83,7 @@ class Recommender:
 
     def nearest(self, query: np.ndarray, k: int) -> list[Result]:
         """The `k` products nearest to an embedding `query` (dims,)."""
-        rows, distances = self.index.search(query, k, pool=max(self.candidates, 10 * k), search_k=self.search_k)
+        rows, distances = self.index.search(query, k, candidates=self.candidates, search_k=self.search_k)
         return [self._result(int(row), float(distance)) for row, distance in zip(rows, distances)]
 
     def _result(self, row: int, distance: float) -> Result:

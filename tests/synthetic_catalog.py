@@ -110,3 +110,14 @@ def _jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
+
+
+def resnet_like_features(n: int, dims: int = 2048, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    """(n, dims) float32 vectors shaped like max-pooled ResNet50 features: clustered, with a power-law
+    decaying spectrum, non-negative after ReLU, L2-normalised."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0 / np.arange(1, dims + 1) ** 0.7).astype(np.float32)  # a few strong directions, a long tail
+    centres = rng.standard_normal((clusters, dims), dtype=np.float32) * scale
+    points = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dims), dtype=np.float32) * scale
+    points = np.maximum(points[:, rng.permutation(dims)], 0)  # spread the strong directions, then ReLU
+    return points / np.linalg.norm(points, axis=1, keepdims=True)

@@ -1,0 +1,100 @@
+"""Indexes built by the real build script answer image queries correctly, and refuse to be misused."""
+
+import io
+import json
+import shutil
+
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import IMAGE_SIZE, run_build
+from recommender.index import IndexUnusable
+from recommender.search import Recommender
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def test_build_summary_counts_what_it_indexed_and_skipped(built_index, catalog_rows):
+    out, result = built_index
+    assert f"Indexed {len(catalog_rows)} products" in result.stdout
+    assert "Skipped 1: unreadable image (e.g. 99998)" in result.stdout
+    assert "img/s" in result.stderr  # the tqdm progress bar
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == len(catalog_rows)
+    assert manifest["embedder"]["weights"] == "random" and manifest["embedder"]["image_size"] == IMAGE_SIZE
+    assert manifest["dataset"]["kind"] == "parquet" and manifest["skipped"] == {"unreadable image": 1}
+    assert len(list((out / "images").glob("*.jpg"))) == len(catalog_rows)
+    assert not list(out.parent.glob(".index.building-*"))  # the temporary folder is gone
+
+
+def test_catalog_image_comes_back_first_at_distance_zero(recommender, catalog_rows):
+    for row in catalog_rows:
+        results = recommender.recommend(jpeg(row["image"]), k=5)  # the bytes the catalog holds
+        assert results[0].id == str(row["id"])
+        assert results[0].distance == pytest.approx(0, abs=1e-3)
+        assert results[0].similarity == pytest.approx(1, abs=1e-4)
+        assert [r.distance for r in results] == sorted(r.distance for r in results)
+        assert len({r.id for r in results}) == 5
+
+
+@pytest.mark.parametrize("change", [ImageOps.mirror, lambda image: image.resize((90, 120)),
+                                    lambda image: image.resize((360, 480))],
+                         ids=["mirrored", "smaller", "larger"])
+def test_altered_copy_finds_its_original_in_top_3(recommender, catalog_rows, change):
+    misses = [row["id"] for row in catalog_rows
+              if str(row["id"]) not in [r.id for r in recommender.recommend(change(row["image"]), k=3)]]
+    assert misses == []
+
+
+def test_results_carry_metadata_and_gallery_images(recommender, catalog_rows):
+    result = recommender.recommend(jpeg(catalog_rows[3]["image"]), k=1)[0]
+    record = result.to_dict()
+    for field in ("id", "name", "distance", "similarity", "articleType", "baseColour", "gender", "year"):
+        assert field in record
+    assert record["name"] == catalog_rows[3]["productDisplayName"] and record["year"] == "2012"
+    assert Image.open(result.image_path).size[1] == 160  # the stored thumbnail of that product
+
+
+def test_k_is_clamped_to_the_catalog(recommender, catalog_rows):
+    assert len(recommender.recommend(jpeg(catalog_rows[0]["image"]), k=1000)) == min(50, len(catalog_rows))
+
+
+def test_image_folder_catalog_builds_and_searches(catalog_folder, catalog_rows, tmp_path):
+    result = run_build("--dataset", str(catalog_folder), "--weights", "random", "--image-size", str(IMAGE_SIZE),
+                       "--out", str(tmp_path / "index"))
+    assert result.returncode == 0, result.stderr
+    assert f"Indexed {len(catalog_rows)} products" in result.stdout
+    assert "Skipped 1: unreadable image (e.g. Caps/broken)" in result.stdout
+    found = Recommender.load(tmp_path / "index").recommend(catalog_folder / "Tshirts" / "10000.jpg", 1)[0]
+    assert found.id == "Tshirts/10000" and found.metadata["articleType"] == "Tshirts"
+
+
+def test_index_with_other_weights_is_refused(built_index):
+    with pytest.raises(IndexUnusable, match="weights=random.*weights=imagenet"):
+        Recommender.load(built_index[0], weights="imagenet")
+
+
+def test_model_that_does_not_reproduce_the_index_is_refused(built_index, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(built_index[0], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["embedder"]["seed"] = 1  # claims another random initialisation than the vectors came from
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexUnusable, match="does not reproduce"):
+        Recommender.load(copy)
+
+
+def test_offline_failures_exit_non_zero_with_the_way_out(tmp_path, catalog_parquet):
+    result = run_build("--out", str(tmp_path / "index"))  # the default Hub dataset, unreachable here
+    assert result.returncode == 1
+    assert "error: Could not reach the Hugging Face dataset" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_build("--dataset", str(catalog_parquet), "--weights", "imagenet", "--out", str(tmp_path / "i"))
+    assert result.returncode == 1
+    assert "Could not download the ImageNet ResNet50 weights" in result.stderr and "--weights" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "i").exists()

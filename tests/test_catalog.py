@@ -1,0 +1,51 @@
+"""The three catalog sources read into the same products; an unreachable Hub fails fast and says what to do."""
+
+import time
+
+import pytest
+
+from recommender.catalog import METADATA_FIELDS, CatalogUnavailable, load_catalog
+
+
+def test_parquet_in_hub_schema(catalog_parquet, catalog_rows):
+    catalog = load_catalog(str(catalog_parquet))
+    products = list(catalog.rows)
+    assert catalog.total == len(catalog_rows) + 1  # with the corrupt row, which the build skips
+    assert [p.id for p in products[:2]] == [str(catalog_rows[0]["id"]), str(catalog_rows[1]["id"])]
+    first = products[0]
+    assert set(first.metadata) == set(METADATA_FIELDS)
+    assert first.metadata["articleType"] == catalog_rows[0]["articleType"]
+    assert first.image_bytes[:2] == b"\xff\xd8"  # still encoded: decoding happens in the build's workers
+
+
+def test_limit_stops_early(catalog_parquet):
+    catalog = load_catalog(str(catalog_parquet), limit=5)
+    assert catalog.total == 5 and len(list(catalog.rows)) == 5
+
+
+def test_image_folder_takes_article_type_from_sub_folder(catalog_folder, catalog_rows):
+    catalog = load_catalog(str(catalog_folder))
+    products = {p.id: p for p in catalog.rows}
+    assert catalog.total == len(catalog_rows) + 1
+    row = catalog_rows[-1]
+    product = products[f"{row['articleType']}/{row['id']}"]
+    assert product.metadata["articleType"] == row["articleType"]
+    assert product.image_path.endswith(f"{row['id']}.jpg")
+
+
+def test_missing_local_files_are_named(tmp_path):
+    with pytest.raises(CatalogUnavailable, match="No parquet file"):
+        load_catalog(str(tmp_path / "nothing-*.parquet"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CatalogUnavailable, match="holds no images"):
+        load_catalog(str(tmp_path / "empty"))
+
+
+def test_unreachable_hub_dataset_fails_fast_with_the_way_out():
+    started = time.monotonic()
+    with pytest.raises(CatalogUnavailable) as error:
+        load_catalog("ashraq/fashion-product-images-small")
+    message = str(error.value)
+    assert "ashraq/fashion-product-images-small" in message
+    assert "--dataset path/to/file.parquet" in message and "INDEX_REPO" in message
+    assert time.monotonic() - started < 30

@@ -1,0 +1,68 @@
+"""The vector index: exact re-ranking over Annoy candidates, and the on-disk format."""
+
+import json
+
+import numpy as np
+import pytest
+
+from recommender.config import Settings
+from recommender.index import IndexFiles, IndexUnusable, VectorIndex, read_manifest
+from synthetic_catalog import resnet_like_features
+
+
+def brute_force(vectors, query, k):
+    return np.argsort(np.linalg.norm(vectors - query, axis=1), kind="stable")[:k]
+
+
+def test_hand_checkable_order():
+    vectors = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0]], dtype=np.float32)
+    index = VectorIndex.build(vectors, trees=2)
+    rows, distances = index.search(np.array([0.8, 0.6, 0], np.float32), k=3, candidates=10, search_k=100)
+    assert rows.tolist() == [3, 0, 1]
+    assert distances[0] == pytest.approx(np.sqrt(0.2 ** 2 * 2), abs=1e-6)
+    assert np.all(np.diff(distances) >= 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reranked_ann_equals_brute_force_at_default_settings(seed):
+    settings = Settings()
+    vectors = resnet_like_features(3200, seed=seed)
+    base, queries = vectors[:3000], vectors[3000:]
+    index = VectorIndex.build(base, settings.trees)
+    found = 0
+    for query in queries:
+        rows, distances = index.search(query, 10, settings.candidates, settings.search_k)
+        exact = brute_force(base, query, 10)
+        found += len(set(rows.tolist()) & set(exact.tolist()))
+        np.testing.assert_allclose(distances, np.linalg.norm(base[rows] - query, axis=1), rtol=1e-5)
+    assert found / (10 * len(queries)) == 1.0
+
+
+def test_k_larger_than_index_returns_everything_once():
+    vectors = resnet_like_features(5, dims=16)
+    rows, _ = VectorIndex.build(vectors, trees=2).search(vectors[0], 10, 100, 1000)
+    assert sorted(rows.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    vectors = resnet_like_features(200, dims=64)
+    files = IndexFiles(tmp_path)
+    VectorIndex.build(vectors, trees=4).save(files)
+    loaded = VectorIndex.load(files, dims=64, count=200, trees=4)
+    rows, distances = loaded.search(vectors[7], 3, 50, 5000)
+    assert rows[0] == 7 and distances[0] == pytest.approx(0, abs=1e-6)
+
+
+def test_vectors_that_do_not_match_the_manifest_are_refused(tmp_path):
+    files = IndexFiles(tmp_path)
+    VectorIndex.build(resnet_like_features(50, dims=32), trees=2).save(files)
+    with pytest.raises(IndexUnusable, match="vectors.npy"):
+        VectorIndex.load(files, dims=32, count=60, trees=2)
+
+
+def test_missing_or_foreign_manifest_is_refused(tmp_path):
+    with pytest.raises(IndexUnusable, match="No index"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(IndexUnusable, match="format version 99"):
+        read_manifest(tmp_path)
