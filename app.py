@@ -74,7 +74,7 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
             with gr.Column(scale=1, min_width=280):
                 image = QueryImage(label="Your photo", type="filepath", image_mode=None,
                                    sources=["upload", "webcam", "clipboard"])
-                k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results")
+                k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
                 search = gr.Button("Find similar products", variant="primary")
             with gr.Column(scale=2):
                 gallery = gr.Gallery(label="Most similar products", columns=4, object_fit="contain",

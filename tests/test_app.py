@@ -1,0 +1,137 @@
+"""The running app, through Gradio's own client, as a program would use it."""
+
+import json
+import shutil
+
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from conftest import RunningApp
+
+
+def save(image: Image.Image, path, fmt=None, **options):
+    image.save(path, format=fmt, **options)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def query_file(tmp_path_factory, catalog_rows):
+    return save(catalog_rows[7]["image"], tmp_path_factory.mktemp("q") / "query.jpg", quality=92)
+
+
+def test_api_is_named_with_image_and_k(client):
+    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "k"]
+
+
+def test_recommend_returns_k_results_best_first(client, query_file, catalog_rows):
+    gallery, results = client.predict(image=handle_file(query_file), k=5, api_name="/recommend")
+    assert len(gallery) == 5 and len(results) == 5
+    assert results[0]["id"] == str(catalog_rows[7]["id"]) and results[0]["distance"] < 1e-3
+    for field in ("id", "name", "distance", "similarity", "gender", "articleType", "baseColour", "subCategory"):
+        assert all(field in result for result in results)
+    assert [r["distance"] for r in results] == sorted(r["distance"] for r in results)
+    assert catalog_rows[7]["productDisplayName"] in gallery[0]["caption"]
+    assert Image.open(gallery[0]["image"]).size == (120, 160)  # the product's own photo, downloaded
+
+
+def test_default_k_is_8(client, query_file):
+    gallery, results = client.predict(image=handle_file(query_file), api_name="/recommend")
+    assert len(results) == 8
+
+
+def exif_rotated(image: Image.Image, path):
+    """The same photo stored sideways with an EXIF tag saying how to turn it upright, as phones do."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed after a 90 degree clockwise turn
+    return save(image.transpose(Image.Transpose.ROTATE_90), path, "JPEG", exif=exif.tobytes(), quality=92)
+
+
+@pytest.mark.parametrize("make", [
+    lambda img, path: save(img.convert("RGBA"), path / "q.png"),
+    lambda img, path: save(img.convert("CMYK"), path / "q.jpg", quality=95),
+    lambda img, path: save(img, path / "q.webp", quality=95),
+    lambda img, path: exif_rotated(img, path / "q.jpg"),
+], ids=["rgba", "cmyk", "webp", "exif-rotated"])
+def test_image_variants_find_the_product(client, catalog_rows, tmp_path, make):
+    row = catalog_rows[12]
+    gallery, results = client.predict(image=handle_file(make(row["image"], tmp_path)), k=3, api_name="/recommend")
+    assert str(row["id"]) in [r["id"] for r in results]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: None, "No image was given"),
+    (lambda path: (path / "bad.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg") and str(path / "bad.jpg"),
+     "not an image we can read"),
+    (lambda path: (path / "notes.png").write_text("hello") and str(path / "notes.png"), "not an image we can read"),
+    (lambda path: save(Image.new("1", (8000, 8000)), path / "huge.png"), "too large"),
+])
+def test_bad_inputs_get_a_clear_error_and_the_app_keeps_serving(client, query_file, tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(AppError, match=message):
+        client.predict(image=handle_file(path) if path else None, k=3, api_name="/recommend")
+    gallery, results = client.predict(image=handle_file(query_file), k=3, api_name="/recommend")
+    assert len(results) == 3
+
+
+@pytest.mark.parametrize("image", [Image.new("RGB", (1, 1), "red"), Image.new("L", (64, 64), 128)],
+                         ids=["one-pixel", "grayscale"])
+def test_images_without_a_match_still_get_k_results(client, tmp_path, image):
+    path = save(image, tmp_path / "q.png")
+    gallery, results = client.predict(image=handle_file(path), k=4, api_name="/recommend")
+    assert len(gallery) == 4 and len(results) == 4
+
+
+def test_mismatched_index_is_refused_at_start(built_index, tmp_path):
+    running = RunningApp({"INDEX_DIR": str(built_index[0]), "WEIGHTS": "imagenet"}, tmp_path / "log")
+    assert running.process.wait(timeout=120) != 0
+    assert "built with weights=random, but this app is set to use weights=imagenet" in running.output()
+    assert "Traceback" not in running.output()
+
+
+def test_unreachable_index_repo_is_reported(tmp_path):
+    running = RunningApp({"INDEX_DIR": str(tmp_path / "index"), "INDEX_REPO": "someone/fashion-index"},
+                         tmp_path / "log")
+    assert running.process.wait(timeout=120) != 0
+    assert "Could not download the index from the Hub dataset repo 'someone/fashion-index'" in running.output()
+    assert not (tmp_path / "index").exists()
+
+
+def test_first_start_builds_a_small_index_then_serves(catalog_parquet, tmp_path, catalog_rows):
+    from gradio_client import Client
+
+    running = RunningApp({"INDEX_DIR": str(tmp_path / "index"), "DATASET": str(catalog_parquet),
+                          "BUILD_LIMIT": "10", "WEIGHTS": "random"}, tmp_path / "log")
+    try:
+        running.wait_until_ready()
+        assert "Embedding" in running.output() and "Indexed 10 products" in running.output()
+        assert json.loads((tmp_path / "index" / "manifest.json").read_text())["count"] == 10
+        query = save(catalog_rows[2]["image"], tmp_path / "q.jpg", quality=92)
+        _, results = Client(running.url, verbose=False).predict(image=handle_file(query), k=10,
+                                                                 api_name="/recommend")
+        assert results[0]["id"] == str(catalog_rows[2]["id"]) and len(results) == 10
+    finally:
+        running.stop()
+
+
+def test_prebuilt_index_download_is_checked_and_swapped_in(built_index, tmp_path, monkeypatch):
+    """INDEX_REPO's code path with the Hub replaced by a local copy (this machine cannot reach the Hub)."""
+    import huggingface_hub
+
+    from recommender.provision import IndexUnusable, download_index
+
+    def fake_snapshot_download(repo_id, repo_type, revision, local_dir):
+        shutil.copytree(built_index[0], local_dir)
+        (local_dir / ".cache").mkdir()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    download_index("someone/fashion-index", tmp_path / "index")
+    assert (tmp_path / "index" / "manifest.json").exists() and not (tmp_path / "index" / ".cache").exists()
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, repo_type, revision, local_dir:
+                        local_dir.mkdir())  # a repo that holds no index
+    with pytest.raises(IndexUnusable, match="No index"):
+        download_index("someone/empty", tmp_path / "other")
+    assert not (tmp_path / "other").exists()
