@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import synthetic_catalog
+from app_process import QUIET_ENV, ROOT, RunningApp
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 64  # small and fast; the architecture and code paths are the ones of 224
-QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
 
 
 def run_build(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -24,48 +20,6 @@ def run_build(*args: str, env: dict | None = None, timeout: int = 300) -> subpro
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "build_index.py"), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **QUIET_ENV,
                                                                                 **(env or {})})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RunningApp:
-    """`python app.py` in a subprocess, as on a fresh machine; `url` once it answers."""
-
-    def __init__(self, env: dict, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-            env={**os.environ, **QUIET_ENV, "GRADIO_SERVER_NAME": "127.0.0.1",
-                 "GRADIO_SERVER_PORT": str(self.port), **env})
-
-    def wait_until_ready(self, timeout: float = 240) -> "RunningApp":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"app exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        raise TimeoutError(f"app did not answer within {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,22 @@ def resnet_like_features(n: int, dims: int = 2048, clusters: int = 50, seed: int
     points = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dims), dtype=np.float32) * scale
     points = np.maximum(points[:, rng.permutation(dims)], 0)  # spread the strong directions, then ReLU
     return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def many_products(n: int, seed: int = 0) -> list[dict]:
+    """`n` rows like products(), with random colours and sizes: a catalog big enough to time a build."""
+    rng = np.random.default_rng(seed)
+    types = list(ARTICLE_TYPES)
+    rows = []
+    for number in range(n):
+        article_type = types[number % len(types)]
+        colour = tuple(int(c) for c in rng.integers(0, 230, 3))
+        image = Image.new("RGB", (WIDTH, HEIGHT), (255, 255, 255))
+        ARTICLE_TYPES[article_type][2](ImageDraw.Draw(image), colour)
+        side = int(rng.integers(60, 400))  # catalogs mix thumbnail and full-size photos
+        master, sub, _ = ARTICLE_TYPES[article_type]
+        rows.append({"id": number, "gender": "Unisex", "masterCategory": master, "subCategory": sub,
+                     "articleType": article_type, "baseColour": f"#{colour[0]:02x}{colour[1]:02x}{colour[2]:02x}",
+                     "season": None, "year": None, "usage": None, "productDisplayName": f"Product {number}",
+                     "image": image.resize((side * 3 // 4, side))})
+    return rows
