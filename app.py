@@ -24,18 +24,22 @@ MAX_QUEUE = 64  # waiting requests beyond this are refused at once with "busy" i
 MAX_UPLOAD = "20mb"  # a phone photo is under 10 MB; a larger upload is refused before it is read
 
 
-class QueryImage(gr.Image):
-    """gr.Image that hands the uploaded file to our decoder untouched, so that every bad upload gets our
-    message (not a stack trace) and EXIF, alpha and CMYK are handled in one place, recommender.images."""
+def query_image(**options) -> gr.Image:
+    """gr.Image that hands the uploaded file to our decoder untouched, so that EXIF, alpha and CMYK are handled
+    in one place (recommender.images) and a file Gradio cannot even open gets our message, not a stack trace.
+    (Wrapped, not subclassed: Gradio writes a .pyi stub next to every component subclass.)"""
+    image = gr.Image(type="filepath", image_mode=None, **options)
+    gradio_preprocess = image.preprocess
 
-    is_template = True  # same front-end component as gr.Image
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return gradio_preprocess(payload)
         except Exception:
             raise gr.Error("This file is not an image we can read (JPEG, PNG, WebP, GIF, BMP and TIFF work).") \
                 from None
+
+    image.preprocess = preprocess
+    return image
 
 
 def build_demo(recommender: Recommender) -> gr.Blocks:
@@ -72,8 +76,7 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
                         "results are not meaningful.** Build it with `--weights imagenet`.")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
-                image = QueryImage(label="Your photo", type="filepath", image_mode=None,
-                                   sources=["upload", "webcam", "clipboard"])
+                image = query_image(label="Your photo", sources=["upload", "webcam", "clipboard"])
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
                 search = gr.Button("Find similar products", variant="primary")
             with gr.Column(scale=2):
