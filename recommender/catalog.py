@@ -88,7 +88,29 @@ def _image_folder(datasets, folder: Path):
     if not files:
         raise CatalogUnavailable(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     stream = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train", streaming=True)
-    return _products(datasets, stream, folder=folder), len(files), {"kind": "folder", "id": str(folder)}
+    styles = _read_styles(folder)
+    return (_products(datasets, stream, folder=folder, styles=styles), len(files),
+            {"kind": "folder", "id": str(folder), "styles_csv": bool(styles)})
+
+
+def _read_styles(folder: Path) -> dict[str, dict]:
+    """The metadata of the classic Kaggle layout (images/<id>.jpg beside styles.csv), by id; {} without one."""
+    import csv
+
+    path = next((p for p in (folder / "styles.csv", folder.parent / "styles.csv") if p.is_file()), None)
+    if path is None:
+        return {}
+    with path.open(newline="", encoding="utf-8", errors="replace") as file:
+        rows = csv.reader(file)
+        header = next(rows, [])
+        styles = {}
+        for row in rows:
+            if len(row) > len(header):  # unquoted commas in the last column, the product name
+                row = row[:len(header) - 1] + [",".join(row[len(header) - 1:])]
+            record = dict(zip(header, row))
+            if record.get("id"):
+                styles[record["id"]] = {name: record.get(name) or None for name in METADATA_FIELDS}
+    return styles
 
 
 def _hub(datasets, repo_id: str, split: str, revision: str | None):
@@ -116,7 +138,7 @@ def _hub(datasets, repo_id: str, split: str, revision: str | None):
     return _products(datasets, stream), total, {"kind": "hub", "id": repo_id, "revision": sha}
 
 
-def _products(datasets, stream, folder: Path | None = None) -> Iterator[Product]:
+def _products(datasets, stream, folder: Path | None = None, styles: dict | None = None) -> Iterator[Product]:
     """Rows with the image left encoded: decoding is the build's job, in worker threads, where a bad image
     is counted and skipped instead of stopping the stream."""
     stream = stream.cast_column("image", datasets.Image(decode=False))
@@ -127,9 +149,12 @@ def _products(datasets, stream, folder: Path | None = None) -> Iterator[Product]
         if folder is not None:
             relative = Path(image["path"]).relative_to(folder) if image.get("path") else None
             product_id = str(relative.with_suffix("").as_posix()) if relative else None
-            if labels is not None and row.get("label") is not None:
-                metadata["articleType"] = labels.int2str(row["label"])  # the sub-folder's name
-            metadata["productDisplayName"] = relative.stem if relative else None
+            if styles and relative and relative.stem in styles:
+                product_id, metadata = relative.stem, styles[relative.stem]
+            else:
+                if labels is not None and row.get("label") is not None:
+                    metadata["articleType"] = labels.int2str(row["label"])  # the sub-folder's name
+                metadata["productDisplayName"] = relative.stem if relative else None
         else:
             product_id = row.get("id")
         yield Product(

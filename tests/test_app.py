@@ -99,6 +99,13 @@ def test_unreachable_index_repo_is_reported(tmp_path):
     assert not (tmp_path / "index").exists()
 
 
+def test_first_start_without_network_says_what_failed(tmp_path):
+    running = RunningApp({"INDEX_DIR": str(tmp_path / "index")}, tmp_path / "log")  # the default Hub dataset
+    assert running.process.wait(timeout=120) != 0
+    assert "error: Could not reach the Hugging Face dataset 'ashraq/fashion-product-images-small'" in running.output()
+    assert "Traceback" not in running.output() and not (tmp_path / "index").exists()
+
+
 def test_first_start_builds_a_small_index_then_serves(catalog_parquet, tmp_path, catalog_rows):
     from gradio_client import Client
 

@@ -49,3 +49,19 @@ def test_unreachable_hub_dataset_fails_fast_with_the_way_out():
     assert "ashraq/fashion-product-images-small" in message
     assert "--dataset path/to/file.parquet" in message and "INDEX_REPO" in message
     assert time.monotonic() - started < 30
+
+
+def test_kaggle_layout_reads_styles_csv(tmp_path, catalog_rows):
+    """images/<id>.jpg beside styles.csv, whose product names hold unquoted commas."""
+    (tmp_path / "images").mkdir()
+    for row in catalog_rows[:3]:
+        row["image"].save(tmp_path / "images" / f"{row['id']}.jpg")
+    lines = ["id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"]
+    lines += [f"{row['id']},Men,Apparel,Topwear,Shirts,Navy Blue,Fall,2011,Casual,Turtle Check, Men Navy Shirt"
+              for row in catalog_rows[:2]]  # the third image has no row: it keeps what the folder tells
+    (tmp_path / "styles.csv").write_text("\n".join(lines) + "\n")
+    products = {p.id: p for p in load_catalog(str(tmp_path / "images")).rows}
+    first = products[str(catalog_rows[0]["id"])]
+    assert first.metadata["productDisplayName"] == "Turtle Check, Men Navy Shirt"
+    assert first.metadata["baseColour"] == "Navy Blue" and first.metadata["year"] == "2011"
+    assert products[str(catalog_rows[2]["id"])].metadata["productDisplayName"] == str(catalog_rows[2]["id"])
