@@ -1,13 +1,16 @@
 """Visual fashion search: a photo in (upload, webcam, clipboard), the most similar catalog products out.
 
-    python app.py        # serves http://127.0.0.1:7860, and the API endpoint /recommend
+    python app.py        # serves http://127.0.0.1:7860, the API endpoints /recommend and /similar, and MCP
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 
@@ -17,7 +20,7 @@ from recommender.config import DEFAULT_DATASET, Settings
 from recommender.embedder import WeightsUnavailable
 from recommender.images import ImageError
 from recommender.provision import IndexUnusable, ensure_index
-from recommender.search import MAX_K, Recommender
+from recommender.search import ANY, MAX_K, Recommender, UnknownProduct
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
 MAX_QUEUE = 64  # waiting requests beyond this are refused at once with "busy" instead of timing out
@@ -45,54 +48,191 @@ def query_image(**options) -> gr.Image:
 def build_demo(recommender: Recommender) -> gr.Blocks:
     manifest = recommender.manifest
 
-    def recommend(image: str | None, k: int = 8):
+    def search(query, k, gender, article_type, colour):
+        """Run `query` (an image, or a catalog id for "more like this"); (results, status text)."""
+        filters = {"gender": gender, "article_type": article_type, "colour": colour}
+        started = time.perf_counter()
+        try:
+            if isinstance(query, Product):
+                results = recommender.similar(query.id, k, filters)
+            else:
+                results = recommender.recommend(query, k, filters)
+        except (ImageError, UnknownProduct) as error:
+            raise gr.Error(str(error)) from None
+        milliseconds = (time.perf_counter() - started) * 1000
+        return results, _status(recommender, results, filters, milliseconds, query)
+
+    # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
+    def recommend(image: str | None, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
         """Find the catalog products that look most like a photo.
 
         Args:
             image: a photo of a garment, shoe or accessory (JPEG, PNG, WebP, ...).
             k: how many products to return, 1 to 50.
+            gender: only products for this gender (e.g. "Men", "Women"), or "All".
+            article_type: only this article type (e.g. "Tshirts", "Watches"), or "All".
+            colour: only this base colour (e.g. "Blue", "Black"), or "All".
 
         Returns:
-            A gallery of (product image, caption) and a list of results, best first, each with id, name,
+            A gallery of (product image, caption) and the results, best first, each with id, name,
             distance (euclidean, 0 = identical), similarity (cosine) and the catalog's metadata.
         """
-        try:
-            results = recommender.recommend(image, int(k))
-        except ImageError as error:
-            raise gr.Error(str(error)) from None
-        gallery = [(result.image_path, _caption(result)) for result in results]
-        return gallery, [result.to_dict() for result in results]
+        results, _ = search(image, k, gender, article_type, colour)
+        return _gallery(results), _records(results)
 
-    def recommend_if_image(image, k):
-        if image is None:  # the photo was cleared: clear the results too
-            return [], []
-        return recommend(image, k)
+    def similar(id: str, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
+        """More like this: the catalog products most similar to catalog product `id` (never itself).
+
+        Args:
+            id: a product id from an earlier result.
+            k: how many products to return, 1 to 50.
+            gender: only products for this gender (e.g. "Men", "Women"), or "All".
+            article_type: only this article type (e.g. "Tshirts", "Watches"), or "All".
+            colour: only this base colour (e.g. "Blue", "Black"), or "All".
+
+        Returns:
+            A gallery of (product image, caption) and the results, best first, as for recommend.
+        """
+        results, _ = search(Product(str(id)), k, gender, article_type, colour)
+        return _gallery(results), _records(results)
+
+    # The page: the same search, plus the query shown, the status line and clickable results.
+    def page_search(query, k, gender, article_type, colour):
+        if query is None:
+            return [], [], "", "", []
+        results, status = search(query, k, gender, article_type, colour)
+        gallery = gr.Gallery(_gallery(results), selected_index=None)  # new results: no old selection shown
+        return gallery, _records(results), status, _links(results), [r.id for r in results]
+
+    def search_photo(photo, k, gender, article_type, colour):
+        image = (photo or {}).get("composite")  # the photo as cropped in the editor
+        if image is None:  # the editor reports a new photo before its upload is through: wait for it
+            return [gr.skip()] * 7
+        return (*page_search(image, k, gender, article_type, colour), None, gr.Image(visible=False))
+
+    def cleared():
+        return (*page_search(None, 8, ANY, ANY, ANY), None, gr.Image(visible=False))
+
+    def more_like(product_id, k, gender, article_type, colour):
+        product = recommender.product(product_id)
+        shown_product = gr.Image(product.image_path, label=f"More like this: {product.name}", visible=True)
+        return (*page_search(Product(product.id), k, gender, article_type, colour), product.id, shown_product)
+
+    def rerun(photo, current, k, gender, article_type, colour):
+        """k or a filter changed: search again for what is on show."""
+        if current:
+            return more_like(current, k, gender, article_type, colour)
+        return search_photo(photo, k, gender, article_type, colour)
+
+    def clicked(shown, k, gender, article_type, colour, event: gr.SelectData):
+        return more_like(shown[event.index], k, gender, article_type, colour)
+
+    def example_clicked(k, gender, article_type, colour, event: gr.SelectData):
+        return more_like(example_ids[event.index], k, gender, article_type, colour)
+
+    def opened(k, gender, article_type, colour, request: gr.Request):
+        """A shared link, ?item=<id>: show that product and the products like it."""
+        product_id = request.query_params.get("item") if request else None
+        if not product_id:
+            return [gr.skip()] * 8
+        if str(product_id) not in recommender.row_of_id:
+            gr.Warning(f"No product with id '{product_id}' in this catalog.")
+            return [gr.skip()] * 8
+        return more_like(product_id, k, gender, article_type, colour)
+
+    examples = recommender.examples()
+    example_ids = [example.id for example in examples]
 
     with gr.Blocks(title="Fashion visual search", delete_cache=(60, 300)) as demo:
-        gr.Markdown("# Find similar fashion products\nUpload a photo, take one with your webcam, or paste one: "
-                    f"the most similar of {manifest['count']:,} catalog products appear on the right.")
+        gr.Markdown("# Find similar fashion products\nUpload a photo, take one with your webcam, or paste one; "
+                    "crop it to the garment if there is more in the picture. The most similar of "
+                    f"{manifest['count']:,} catalog products appear on the right: click one for more like it.")
         if recommender.uses_random_weights:
             gr.Markdown("**Warning: this index was built with random model weights (a test setting), so the "
                         "results are not meaningful.** Build it with `--weights imagenet`.")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=280):
-                image = query_image(label="Your photo", sources=["upload", "webcam", "clipboard"])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                # An editor, not a plain gr.Image, for its crop tool. Gradio 6.31 hides the whole toolbar, crop
+                # included, when brush and eraser are both off, so they stay (drawing on a query is harmless).
+                photo = gr.ImageEditor(label="Your photo: crop it to the garment with the crop tool",
+                                       sources=["upload", "webcam", "clipboard"], type="filepath",
+                                       transforms=["crop"], layers=False, elem_id="photo", height=380)
+                query_product = gr.Image(interactive=False, visible=False, height=220, elem_id="query-product",
+                                         buttons=[])
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
-                search = gr.Button("Find similar products", variant="primary")
-            with gr.Column(scale=2):
-                gallery = gr.Gallery(label="Most similar products", columns=4, object_fit="contain",
-                                     height="auto", elem_id="results")
+                with gr.Row():
+                    filters = [gr.Dropdown([ANY, *recommender.filter_choices(name)], value=ANY, label=label,
+                                           filterable=True, elem_id=name, min_width=100)
+                               for name, label in (("gender", "Gender"), ("article_type", "Article type"),
+                                                   ("colour", "Colour"))]
+                find = gr.Button("Find similar products", variant="primary")
+            with gr.Column(scale=2, min_width=300):
+                status = gr.Markdown(elem_id="status")
+                gallery = gr.Gallery(label="Most similar products: click one for more like it", columns=4,
+                                     object_fit="contain", height="auto", allow_preview=False, elem_id="results")
+                links = gr.Markdown(elem_id="links")
                 with gr.Accordion("Results as data", open=False):
                     details = gr.JSON(label="Results")
-        search.click(recommend, [image, k], [gallery, details], api_name="recommend")
-        gr.on([image.input, k.release], recommend_if_image, [image, k], [gallery, details],
-              api_visibility="private")
+        gr.Markdown("### No photo at hand? Try one of these")
+        example_gallery = gr.Gallery([(e.image_path, e.metadata["articleType"] or e.name) for e in examples],
+                                     columns=8, height=200, fit_columns=False, allow_preview=False,
+                                     object_fit="contain", show_label=False, elem_id="examples")
+        api_image = query_image(visible=False)  # the API's input: a plain image file, no editor state
+        api_id = gr.Textbox(visible=False)
+        shown, current = gr.State([]), gr.State(None)  # ids in the gallery; the catalog product on show
+
+        controls = [k, *filters]
+        page_outputs = [gallery, details, status, links, shown, current, query_product]
+        private = {"api_visibility": "private"}
+        # The editor fires upload (several times) for a new photo and input for a confirmed crop.
+        gr.on([find.click, photo.upload, photo.input], search_photo, [photo, *controls], page_outputs,
+              trigger_mode="always_last", **private)
+        photo.clear(cleared, None, page_outputs, **private)
+        gr.on([k.release, *(f.input for f in filters)], rerun, [photo, current, *controls], page_outputs, **private)
+        gallery.select(clicked, [shown, *controls], page_outputs, **private)
+        example_gallery.select(example_clicked, controls, page_outputs, **private)
+        demo.load(opened, controls, page_outputs, **private)
+        api_image.change(recommend, [api_image, *controls], [gallery, details], api_name="recommend")
+        api_id.change(similar, [api_id, *controls], [gallery, details], api_name="similar")
     return demo
+
+
+@dataclass(frozen=True)
+class Product:
+    """A query that is a catalog product ("more like this"), not a photo."""
+    id: str
+
+
+def _gallery(results) -> list[tuple[str, str]]:
+    return [(result.image_path, _caption(result)) for result in results]
 
 
 def _caption(result) -> str:
     facts = [result.metadata.get("articleType"), result.metadata.get("baseColour"), f"{result.similarity:.0%} similar"]
     return f"{result.name}\n{' · '.join(str(fact) for fact in facts if fact)}"
+
+
+def _records(results) -> list[dict]:
+    return [result.to_dict() for result in results]
+
+
+def _links(results) -> str:
+    if not results:
+        return ""
+    return "Share a result: " + " · ".join(f"[{number}](?item={quote(result.id)} \"{result.name}\")"
+                                           for number, result in enumerate(results, 1))
+
+
+def _status(recommender, results, filters, milliseconds, query) -> str:
+    chosen = [f"{name.replace('_', ' ')} = {value}" for name, value in filters.items() if value not in (None, "", ANY)]
+    rows = recommender.matching_rows(filters)
+    pool = len(recommender.items) if rows is None else len(rows)
+    subject = f"More like **{recommender.product(query.id).name}**: " if isinstance(query, Product) else ""
+    if not results:
+        return (f"{subject}**No product matches** {' and '.join(chosen)}. Set a filter back to {ANY}."
+                if chosen else f"{subject}No results.")
+    where = f" ({', '.join(chosen)})" if chosen else ""
+    return (f"{subject}{len(results)} results from {pool:,} products{where} in {milliseconds:.0f} ms")
 
 
 def main() -> None:
@@ -109,7 +249,8 @@ def main() -> None:
         print("WARNING: the index was built with random weights: results are not meaningful.", flush=True)
     demo = build_demo(recommender)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
-    demo.launch(allowed_paths=[str(recommender.files.images.resolve())], max_file_size=MAX_UPLOAD)
+    demo.launch(allowed_paths=[str(recommender.files.images.resolve())], max_file_size=MAX_UPLOAD,
+                mcp_server=True)
 
 
 if __name__ == "__main__":

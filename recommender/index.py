@@ -14,6 +14,7 @@ __all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "read
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SAME_IMAGE = 1e-3  # vectors closer than this are one picture (a copy or a re-encoding): shown once
 
 
 class IndexUnusable(RuntimeError):
@@ -81,17 +82,39 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def search(self, query: np.ndarray, k: int, candidates: int, search_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k rows nearest to `query` (dims,) and their exact euclidean distances, nearest first.
+    def search(self, query: np.ndarray, k: int, candidates: int, search_k: int, rows: np.ndarray | None = None,
+               skip_query: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The k rows nearest to `query` (dims,) and their exact euclidean distances, nearest first, no two
+        of them the same image (identical vectors).
 
-        Annoy proposes max(candidates, 10 k) rows (inspecting `search_k` nodes); the exact distances on the
-        stored vectors decide, so an approximate distance never reorders the results.
+        Without `rows`, Annoy proposes max(candidates, 10 k) rows (inspecting `search_k` nodes) and their exact
+        distances on the stored vectors decide. With `rows` (a filter's subset), the search is exact over them,
+        so a filter never loses a match that an approximate pool missed. `skip_query` leaves out the query's
+        own vector and its copies ("more like this" of a catalog product).
         """
-        pool = min(max(candidates, 10 * k), len(self))
-        rows = np.asarray(self.annoy.get_nns_by_vector(query, pool, search_k=search_k), dtype=np.int64)
-        distances = np.linalg.norm(self.vectors[rows] - query, axis=1)
-        best = np.argsort(distances, kind="stable")[:k]
-        return rows[best], distances[best]
+        if rows is None:
+            pool = min(max(candidates, 10 * k), len(self))
+            pool = np.asarray(self.annoy.get_nns_by_vector(query, pool, search_k=search_k), dtype=np.int64)
+        else:
+            wanted = min(len(rows), 4 * k + 10)  # room for copies that are dropped
+            similarity = self.vectors[rows] @ query  # unit vectors: a larger dot product is a smaller distance
+            pool = rows[np.argpartition(-similarity, wanted - 1)[:wanted]] if wanted < len(rows) else rows
+        distances = np.linalg.norm(self.vectors[pool] - query, axis=1)
+        order = np.lexsort((pool, distances))  # by distance; exact ties (copies) by row, so results are stable
+        return self._distinct(pool[order], distances[order], k, query if skip_query else None)
+
+    def _distinct(self, rows, distances, k, skip_vector):
+        kept = []
+        for position, row in enumerate(rows):
+            vector = self.vectors[row]
+            if skip_vector is not None and distances[position] < SAME_IMAGE:
+                continue
+            if kept and np.min(np.linalg.norm(self.vectors[rows[kept]] - vector, axis=1)) < SAME_IMAGE:
+                continue
+            kept.append(position)
+            if len(kept) == k:
+                break
+        return rows[kept], distances[kept]
 
 
 def read_manifest(root: Path) -> dict:

@@ -12,9 +12,15 @@ from .config import Settings
 from .embedder import Embedder, probe_image
 from .index import IndexFiles, IndexUnusable, VectorIndex, read_manifest
 
-__all__ = ["MAX_K", "Recommender", "Result"]
+__all__ = ["FILTERS", "MAX_K", "Recommender", "Result", "UnknownProduct"]
 
 MAX_K = 50  # a gallery of more than 50 is not browsed; larger k only costs time
+FILTERS = {"gender": "gender", "article_type": "articleType", "colour": "baseColour"}  # API name -> catalog field
+ANY = "All"  # a filter set to this (or left empty) does not filter
+
+
+class UnknownProduct(ValueError):
+    """A product id or filter value that the index does not hold; the message says what it does hold."""
 PROBE_MIN_COSINE = 0.999  # float32 round-off across CPUs stays far above this; another model falls far below
 
 
@@ -40,6 +46,31 @@ class Recommender:
         self.index, self.items, self.files, self.manifest, self.embedder = index, items, files, manifest, embedder
         self.candidates = manifest["index"]["candidates"]
         self.search_k = manifest["index"]["search_k"]
+        self.row_of_id = {item["id"]: row for row, item in enumerate(items)}
+        self._rows_by_value = {name: _rows_by_value(items, field) for name, field in FILTERS.items()}
+
+    def filter_choices(self, name: str) -> list[str]:
+        """The values of filter `name` ("gender", "article_type", "colour"), the most frequent first."""
+        return list(self._rows_by_value[name])
+
+    def matching_rows(self, filters: dict | None) -> np.ndarray | None:
+        """Rows whose metadata equals every filter that is set; None when no filter is set (all rows)."""
+        chosen = {name: value for name, value in (filters or {}).items() if value not in (None, "", ANY)}
+        rows = None
+        for name, value in chosen.items():
+            if name not in FILTERS:
+                raise UnknownProduct(f"Unknown filter '{name}'; filters are {', '.join(FILTERS)}.")
+            if value not in self._rows_by_value[name]:
+                known = self.filter_choices(name)
+                raise UnknownProduct(f"No product has {name} '{value}'; choose one of: {', '.join(known[:30])}"
+                                     + (" ..." if len(known) > 30 else "") + f" (or '{ANY}').")
+            matching = self._rows_by_value[name][value]
+            rows = matching if rows is None else np.intersect1d(rows, matching, assume_unique=True)
+        return rows
+
+    def examples(self, count: int = 8) -> list[Result]:
+        """One product of each of the `count` most common article types: queries to try without a photo."""
+        return [self._result(int(rows[0]), 0.0) for rows in list(self._rows_by_value["article_type"].values())[:count]]
 
     @classmethod
     def load(cls, index_dir: str | Path, weights: str | None = None, embedder: Embedder | None = None):
@@ -74,16 +105,37 @@ class Recommender:
     def uses_random_weights(self) -> bool:
         return self.manifest["embedder"]["weights"] == "random"
 
-    def recommend(self, image, k: int = 8) -> list[Result]:
-        """The `k` catalog products most similar to `image` (any input images.to_rgb takes), best first.
-        Raises images.ImageError for an input that is not a usable image."""
-        k = int(min(max(k, 1), MAX_K, len(self.index)))
+    def recommend(self, image, k: int = 8, filters: dict | None = None) -> list[Result]:
+        """The `k` catalog products most similar to `image` (any input images.to_rgb takes), best first,
+        among those matching `filters` ({"gender": ..., "article_type": ..., "colour": ...}).
+        Raises images.ImageError for an input that is not a usable image, UnknownProduct for a bad filter."""
+        rows = self.matching_rows(filters)  # checked first: a bad filter costs no model call
         query = self.embedder.embed_image(image)
-        return self.nearest(query, k)
+        return self.nearest(query, k, rows)
 
-    def nearest(self, query: np.ndarray, k: int) -> list[Result]:
-        """The `k` products nearest to an embedding `query` (dims,)."""
-        rows, distances = self.index.search(query, k, candidates=self.candidates, search_k=self.search_k)
+    def similar(self, product_id: str, k: int = 8, filters: dict | None = None) -> list[Result]:
+        """"More like this": the `k` products nearest to catalog product `product_id`, from its stored vector,
+        never the product itself (nor copies of its image)."""
+        row = self.row_of(product_id)
+        return self.nearest(np.asarray(self.index.vectors[row]), k, self.matching_rows(filters), skip_query=True)
+
+    def product(self, product_id: str) -> Result:
+        """The catalog product `product_id`, as a result at distance 0."""
+        return self._result(self.row_of(product_id), 0.0)
+
+    def row_of(self, product_id) -> int:
+        if str(product_id) not in self.row_of_id:
+            raise UnknownProduct(f"No product with id '{product_id}' in this catalog.")
+        return self.row_of_id[str(product_id)]
+
+    def nearest(self, query: np.ndarray, k: int, rows: np.ndarray | None = None,
+                skip_query: bool = False) -> list[Result]:
+        """The `k` products nearest to an embedding `query` (dims,), among `rows` (None: all)."""
+        k = int(min(max(int(k), 1), MAX_K))
+        if rows is not None and len(rows) == 0:
+            return []
+        rows, distances = self.index.search(query, k, self.candidates, self.search_k, rows=rows,
+                                            skip_query=skip_query)
         return [self._result(int(row), float(distance)) for row, distance in zip(rows, distances)]
 
     def _result(self, row: int, distance: float) -> Result:
@@ -92,6 +144,17 @@ class Recommender:
         return Result(id=item["id"], name=item["productDisplayName"] or item["id"], distance=distance,
                       similarity=1.0 - distance * distance / 2.0, image_path=str(self.files.image(row)),
                       metadata=metadata)
+
+
+def _rows_by_value(items: list[dict], field: str) -> dict[str, np.ndarray]:
+    """value -> the rows holding it (ascending), the most frequent value first; products without one are
+    found only when no filter is set on that field."""
+    rows: dict[str, list[int]] = {}
+    for row, item in enumerate(items):
+        if item[field] is not None:
+            rows.setdefault(item[field], []).append(row)
+    return {value: np.asarray(rows[value], dtype=np.int64)
+            for value in sorted(rows, key=lambda value: (-len(rows[value]), value))}
 
 
 def _read_items(files: IndexFiles, count: int) -> list[dict]:
