@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 WIDTH, HEIGHT = 120, 160  # portrait, like the catalog's product shots
 COLOURS = {"Red": (200, 30, 40), "Blue": (30, 60, 190), "Green": (30, 150, 60)}
 PATTERNS = ("solid", "striped")
+DUPLICATE_OF, DUPLICATE_ID = 5, 99999  # write_parquet adds row 5's image again under this id
 
 
 def _tshirt(d, c):
@@ -67,7 +68,9 @@ def products() -> list[dict]:
         for colour in COLOURS:
             for pattern in PATTERNS:
                 rows.append({
-                    "id": 10000 + len(rows), "gender": ("Men", "Women")[len(rows) % 2], "masterCategory": master,
+                    "id": 10000 + len(rows), "masterCategory": master,
+                    # no handbags for men: a filter combination that matches nothing
+                    "gender": "Women" if article_type == "Handbags" else ("Men", "Women")[len(rows) % 2],
                     "subCategory": sub, "articleType": article_type, "baseColour": colour,
                     "season": "Summer", "year": 2012.0 + number, "usage": "Casual",
                     "productDisplayName": f"{colour} {pattern} {article_type} Ünïcode",
@@ -76,8 +79,9 @@ def products() -> list[dict]:
 
 
 def write_parquet(path: Path, rows: list[dict] | None = None, extra_bad_rows: bool = True) -> Path:
-    """The catalog as one parquet file with the Hub dataset's features; plus a corrupt image row and a
-    row without an image, which a build must skip and count."""
+    """The catalog as one parquet file with the Hub dataset's features; with `extra_bad_rows`, two more
+    rows: a corrupt image, which a build must skip and count, and a copy of the sixth product's image under
+    another id (DUPLICATE_ID), which results must never show beside the original."""
     import datasets
 
     rows = products() if rows is None else rows
@@ -90,6 +94,8 @@ def write_parquet(path: Path, rows: list[dict] | None = None, extra_bad_rows: bo
     if extra_bad_rows:
         bad = dict(rows[0], id=99998, productDisplayName="corrupt image")
         records.append(dict(bad, image={"bytes": b"\xff\xd8\xff this is not a jpeg", "path": None}))
+        copy = dict(rows[DUPLICATE_OF], id=DUPLICATE_ID, productDisplayName="the same photo, another id")
+        records.append(dict(copy, image={"bytes": _jpeg(rows[DUPLICATE_OF]["image"]), "path": None}))
     columns = {name: [record[name] for record in records] for name in features}
     datasets.Dataset.from_dict(columns, features=features).to_parquet(str(path))
     return path

@@ -1,6 +1,7 @@
 """The running app, through Gradio's own client, as a program would use it."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -142,3 +143,56 @@ def test_prebuilt_index_download_is_checked_and_swapped_in(built_index, tmp_path
     with pytest.raises(IndexUnusable, match="No index"):
         download_index("someone/empty", tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_filters_are_optional_named_parameters(client, query_file, catalog_rows):
+    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend"]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in endpoint["parameters"]}
+    assert defaults == {"image": None, "k": 8, "gender": "All", "article_type": "All", "colour": "All"}
+    _, results = client.predict(image=handle_file(query_file), k=6, colour="Blue", gender="Women",
+                                api_name="/recommend")
+    matching = sum(row["baseColour"] == "Blue" and row["gender"] == "Women" for row in catalog_rows)
+    assert len(results) == min(6, matching) and {(r["baseColour"], r["gender"]) for r in results} == {
+        ("Blue", "Women")}
+    _, results = client.predict(image=handle_file(query_file), k=6, gender="Men", article_type="Handbags",
+                                api_name="/recommend")
+    assert results == []  # an empty combination is an empty answer, not an error
+    with pytest.raises(AppError, match="Mauve"):
+        client.predict(image=handle_file(query_file), colour="Mauve", api_name="/recommend")
+
+
+def test_similar_endpoint(client, catalog_rows):
+    product_id = str(catalog_rows[9]["id"])
+    gallery, results = client.predict(id=product_id, k=5, api_name="/similar")
+    assert len(results) == 5 == len(gallery) and product_id not in [r["id"] for r in results]
+    _, results = client.predict(id=product_id, k=5, article_type="Watches", api_name="/similar")
+    assert {r["articleType"] for r in results} == {"Watches"} and product_id not in [r["id"] for r in results]
+    with pytest.raises(AppError, match="No product with id 'no-such-id'"):
+        client.predict(id="no-such-id", api_name="/similar")
+
+
+def test_mcp_tools_are_the_search_endpoints_with_described_parameters(app, catalog_rows):
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def ask():
+        async with streamablehttp_client(f"{app.url}/gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = (await session.list_tools()).tools
+                answer = await session.call_tool("similar", {"id": str(catalog_rows[3]["id"]), "k": 2})
+                return tools, answer
+
+    tools, answer = asyncio.run(ask())
+    by_name = {tool.name: tool for tool in tools}
+    assert set(by_name) == {"recommend", "similar"}  # the page's own events are not tools
+    for tool in tools:
+        properties = tool.inputSchema["properties"]
+        assert {"k", "gender", "article_type", "colour"} <= set(properties)
+        assert all(properties[name].get("description") for name in properties)
+    assert "Watches" in by_name["recommend"].inputSchema["properties"]["article_type"]["enum"]
+    assert not answer.isError
+    returned_ids = re.findall(r"'id': '([^']+)'", answer.content[0].text)
+    assert len(returned_ids) == 2 and str(catalog_rows[3]["id"]) not in returned_ids

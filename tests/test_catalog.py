@@ -10,7 +10,7 @@ from recommender.catalog import METADATA_FIELDS, CatalogUnavailable, load_catalo
 def test_parquet_in_hub_schema(catalog_parquet, catalog_rows):
     catalog = load_catalog(str(catalog_parquet))
     products = list(catalog.rows)
-    assert catalog.total == len(catalog_rows) + 1  # with the corrupt row, which the build skips
+    assert catalog.total == len(catalog_rows) + 2  # with a corrupt row and a duplicate image
     assert [p.id for p in products[:2]] == [str(catalog_rows[0]["id"]), str(catalog_rows[1]["id"])]
     first = products[0]
     assert set(first.metadata) == set(METADATA_FIELDS)
