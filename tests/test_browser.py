@@ -1,43 +1,182 @@
 """A real browser (Debian's chromium, driven by playwright) uses the page as a person would."""
 
+import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="needs Debian's chromium: apt-get install -y chromium")
+WAIT = 60_000  # ms; the first query of a fresh app traces the model
 
 
 @pytest.fixture(scope="module")
-def page(app):
+def browser(app):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(app.url, wait_until="networkidle")
-        yield page
+        yield browser
         browser.close()
 
 
-def test_upload_shows_k_products_and_the_button_searches_again(page, catalog_rows, tmp_path):
-    query = tmp_path / "jacket.jpg"
-    catalog_rows[30]["image"].save(query, quality=92)
-    results = page.locator("#results .thumbnail-item")
+@pytest.fixture
+def open_page(browser, app):
+    contexts = []
 
-    page.locator("input[type=file]").first.set_input_files(str(query))  # searches at once, with the default k
-    results.nth(7).wait_for(timeout=60_000)
-    assert results.count() == 8
-    assert catalog_rows[30]["productDisplayName"] in results.first.inner_text()
+    def open_page(query: str = "", width: int = 1280, height: int = 1000):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(app.url + query)
+        page.locator("#photo canvas").first.wait_for(timeout=WAIT)  # the editor is ready for a photo
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def upload(page, path):
+    page.locator("#photo input[type=file]").first.set_input_files(str(path))
+
+
+def results(page):
+    return page.locator("#results .thumbnail-item")
+
+
+def name_of(item) -> str:
+    return item.locator("img").get_attribute("alt").split("\n")[0]  # the caption's first line
+
+
+def wait_for_status(page, text: str):
+    page.wait_for_function("text => (document.querySelector('#status')?.innerText || '').includes(text)",
+                           arg=text, timeout=WAIT)
+    return page.locator("#status").inner_text()
+
+
+def choose(page, dropdown: str, value: str):
+    page.locator(f"#{dropdown} input").click()
+    page.get_by_role("option", name=value, exact=True).click()
+
+
+@pytest.fixture
+def query_photo(tmp_path, catalog_rows):
+    path = tmp_path / "jacket.jpg"
+    catalog_rows[30]["image"].save(path, quality=92)
+    return path
+
+
+def test_upload_shows_k_products_and_the_button_searches_again(open_page, catalog_rows, query_photo):
+    page = open_page()
+    upload(page, query_photo)  # searches at once, with the default k
+    results(page).nth(7).wait_for(timeout=WAIT)
+    assert results(page).count() == 8
+    assert catalog_rows[30]["productDisplayName"] in results(page).first.inner_text()
+    status = wait_for_status(page, "8 results from")
+    assert f"from {len(catalog_rows) + 1} products in" in status and " ms" in status
 
     page.locator("#k input[type=number]").fill("5")
     page.get_by_role("button", name="Find similar products").click()
-    page.wait_for_function("document.querySelectorAll('#results .thumbnail-item').length === 5", timeout=60_000)
-    assert results.count() == 5
+    page.wait_for_function("document.querySelectorAll('#results .thumbnail-item').length === 5", timeout=WAIT)
+    assert results(page).count() == 5
+    links = page.locator("#links a")
+    assert links.count() == 5 and links.first.get_attribute("href") == f"?item={catalog_rows[30]['id']}"
     page.wait_for_timeout(1000)  # let the gallery's fade-in finish before the README screenshot
     page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+
+
+def test_filters_narrow_the_results_and_say_so(open_page, query_photo):
+    page = open_page()
+    upload(page, query_photo)
+    wait_for_status(page, "8 results")
+    choose(page, "colour", "Blue")
+    status = wait_for_status(page, "colour = Blue")
+    captions = [item.inner_text() for item in results(page).all()]
+    assert captions and all("Blue" in caption for caption in captions), captions
+    assert "products (colour = Blue)" in status
+    choose(page, "gender", "Men")
+    choose(page, "article_type", "Handbags")
+    status = wait_for_status(page, "No product matches")
+    assert "gender = Men and article type = Handbags and colour = Blue" in status
+    assert results(page).count() == 0
+
+
+def test_clicking_a_result_shows_more_like_it(open_page, query_photo):
+    page = open_page()
+    upload(page, query_photo)
+    results(page).nth(7).wait_for(timeout=WAIT)
+    clicked_name = name_of(results(page).nth(2))
+    results(page).nth(2).click()
+    status = wait_for_status(page, "More like")
+    assert clicked_name in status
+    assert clicked_name in page.locator("#query-product").inner_text()  # shown as the current query
+    page.wait_for_function("document.querySelectorAll('#results .thumbnail-item').length === 8", timeout=WAIT)
+    assert clicked_name not in [name_of(item) for item in results(page).all()]
+
+
+def test_a_shared_link_opens_that_product_and_its_neighbours(open_page, catalog_rows):
+    row = catalog_rows[14]
+    page = open_page(f"?item={row['id']}")
+    status = wait_for_status(page, "More like")
+    assert row["productDisplayName"] in status
+    results(page).nth(7).wait_for(timeout=WAIT)
+    assert row["productDisplayName"] in page.locator("#query-product").inner_text()
+
+
+def test_an_example_runs_a_search_in_one_click(open_page):
+    page = open_page()
+    examples = page.locator("#examples .thumbnail-item")
+    assert examples.count() == 6  # one per article type of the catalog
+    examples.nth(1).click()
+    wait_for_status(page, "More like")
+    results(page).nth(7).wait_for(timeout=WAIT)
+
+
+def test_cropping_the_photo_searches_the_crop(open_page, catalog_rows, tmp_path):
+    """A 'street photo' holding two products; cropped to the left one, the search finds the left one."""
+    left, right = catalog_rows[30], catalog_rows[23]  # a red cap beside a blue watch
+    scene = Image.new("RGB", (240, 160), "white")
+    scene.paste(left["image"], (0, 0))
+    scene.paste(right["image"], (120, 0))
+    scene.save(tmp_path / "scene.jpg", quality=95)
+    page = open_page()
+    upload(page, tmp_path / "scene.jpg")
+    wait_for_status(page, "8 results")
+    before = results(page).first.inner_text()
+
+    page.locator("#photo [aria-label=Image]").first.click()
+    page.locator("#photo [aria-label=Crop]").first.click()
+    page.wait_for_timeout(500)
+    # the crop frame's handles are the only black pixels: drag the right edge's handle to the middle
+    frame = page.locator("#photo")
+    pixels = np.asarray(Image.open(io.BytesIO(frame.screenshot())).convert("RGB")).astype(int)
+    ys, xs = np.nonzero(pixels.sum(axis=2) < 60)
+    box = frame.bounding_box()
+    middle_y = box["y"] + float(ys.min() + ys.max()) / 2
+    page.mouse.move(box["x"] + float(xs.max()) - 3, middle_y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + float(xs.min() + xs.max()) / 2, middle_y, steps=10)
+    page.mouse.up()
+    page.locator("#photo [aria-label='Confirm crop']").click()
+    page.wait_for_function("first => document.querySelector('#results .thumbnail-item')?.innerText !== first",
+                           arg=before, timeout=WAIT)
+    assert left["productDisplayName"] in results(page).first.inner_text()
+
+
+def test_the_page_works_on_a_phone(open_page, query_photo):
+    page = open_page(width=390, height=844)
+    upload(page, query_photo)
+    results(page).nth(7).wait_for(timeout=WAIT)
+    wait_for_status(page, "8 results")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
+    results(page).first.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ROOT / "docs" / "screenshot-phone.png"))
