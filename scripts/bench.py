@@ -25,7 +25,8 @@ from recommender.build import build_index  # noqa: E402
 from recommender.catalog import load_catalog  # noqa: E402
 from recommender.config import Settings  # noqa: E402
 from recommender.search import Recommender  # noqa: E402
-from synthetic_catalog import many_products, write_parquet  # noqa: E402
+from recommender.index import VectorIndex  # noqa: E402
+from synthetic_catalog import many_products, resnet_like_features, write_parquet  # noqa: E402
 
 
 def percentiles(samples_ms: list[float]) -> str:
@@ -88,6 +89,32 @@ def bench_api(index: Path, queries: int, work: Path) -> list[str]:
     return [f"| query, end to end through gradio_client (k=8) | {percentiles(samples)} |"]
 
 
+def bench_catalog_scale(products: int = 44_000, queries: int = 100) -> list[str]:
+    """Search alone at the full catalog's size, on synthetic ResNet-like vectors (tests/synthetic_catalog.py)."""
+    settings = Settings()
+    vectors = resnet_like_features(products + queries, seed=1)
+    base, probes = vectors[:products], vectors[products:]
+    index = VectorIndex.build(base, settings.trees)
+    rows = [f"| search alone at {products:,} vectors, no filter (Annoy + exact re-rank, recall@10 "
+            f"{_recall(index, base, probes, settings):.3f}) | "
+            f"{percentiles([timed(index.search, q, 8, settings.candidates, settings.search_k)[1] for q in probes])} |"]
+    for share in (0.5, 0.1, 0.01):
+        subset = np.sort(np.random.default_rng(0).choice(products, int(products * share), replace=False))
+        samples = [timed(lambda q=q: index.search(q, 8, settings.candidates, settings.search_k, rows=subset))[1]
+                   for q in probes]
+        rows.append(f"| search alone at {products:,} vectors, exact over a filter's {share:.0%} | "
+                    f"{percentiles(samples)} |")
+    return rows
+
+
+def _recall(index, base, probes, settings) -> float:
+    found = 0
+    for query in probes:
+        exact = np.argsort(np.linalg.norm(base - query, axis=1))[:10]
+        found += len(set(index.search(query, 10, settings.candidates, settings.search_k)[0]) & set(exact))
+    return found / (10 * len(probes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images and queries")
@@ -100,6 +127,7 @@ def main() -> None:
         index, rows = bench_build(work, images, args.batch_size)
         rows += bench_queries(index, queries)
         rows += bench_api(index, queries, work)
+    rows += bench_catalog_scale()
     command = "python scripts/bench.py" + (" --quick" if args.quick else "")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""

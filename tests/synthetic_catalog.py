@@ -126,7 +126,7 @@ def resnet_like_features(n: int, dims: int = 2048, clusters: int = 50, seed: int
     centres = rng.standard_normal((clusters, dims), dtype=np.float32) * scale
     points = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dims), dtype=np.float32) * scale
     points = np.maximum(points[:, rng.permutation(dims)], 0)  # spread the strong directions, then ReLU
-    return points / np.linalg.norm(points, axis=1, keepdims=True)
+    return np.ascontiguousarray(points / np.linalg.norm(points, axis=1, keepdims=True))  # rows, as np.load gives
 
 
 def many_products(n: int, seed: int = 0) -> list[dict]:
