@@ -188,9 +188,10 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
         gr.on([find.click, photo.upload, photo.input], search_photo, [photo, *controls], page_outputs,
               trigger_mode="always_last", **private)
         photo.clear(cleared, None, page_outputs, **private)
-        gr.on([k.release, *(f.input for f in filters)], rerun, [photo, current, *controls], page_outputs, **private)
-        gallery.select(clicked, [shown, *controls], page_outputs, **private)
-        example_gallery.select(example_clicked, controls, page_outputs, **private)
+        gr.on([k.release, *(f.input for f in filters)], rerun, [photo, current, *controls], page_outputs,
+              trigger_mode="always_last", **private)  # a change made while a search runs is not lost
+        gallery.select(clicked, [shown, *controls], page_outputs, trigger_mode="always_last", **private)
+        example_gallery.select(example_clicked, controls, page_outputs, trigger_mode="always_last", **private)
         demo.load(opened, controls, page_outputs, **private)
         api_image.change(recommend, [api_image, *controls], [gallery, details], api_name="recommend")
         api_id.change(similar, [api_id, *controls], [gallery, details], api_name="similar")

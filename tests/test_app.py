@@ -22,9 +22,9 @@ def query_file(tmp_path_factory, catalog_rows):
     return save(catalog_rows[7]["image"], tmp_path_factory.mktemp("q") / "query.jpg", quality=92)
 
 
-def test_api_is_named_with_image_and_k(client):
+def test_api_is_named_with_image_and_k_first(client):
     endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend"]
-    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "k"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]][:2] == ["image", "k"]
 
 
 def test_recommend_returns_k_results_best_first(client, query_file, catalog_rows):

@@ -57,8 +57,11 @@ def name_of(item) -> str:
 
 
 def wait_for_status(page, text: str):
-    page.wait_for_function("text => (document.querySelector('#status')?.innerText || '').includes(text)",
-                           arg=text, timeout=WAIT)
+    try:
+        page.wait_for_function("text => (document.querySelector('#status')?.innerText || '').includes(text)",
+                               arg=text, timeout=WAIT)
+    except Exception:
+        raise AssertionError(f"the status never said {text!r}; it says {page.locator('#status').inner_text()!r}")
     return page.locator("#status").inner_text()
 
 

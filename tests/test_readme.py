@@ -8,7 +8,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def pinned(package: str) -> str:
-    return re.search(rf"^{package}==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    return re.search(rf"^{package}(\[\w+\])?==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(2)
 
 
 def test_spaces_front_matter_matches_the_pinned_gradio():
