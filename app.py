@@ -5,14 +5,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import gradio as gr
+import numpy as np
 
 from recommender.build import BuildFailed
 from recommender.catalog import CatalogUnavailable
@@ -24,6 +28,7 @@ from recommender.search import ANY, MAX_K, Recommender, UnknownProduct
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
 MAX_QUEUE = 64  # waiting requests beyond this are refused at once with "busy" instead of timing out
+MAX_SESSIONS = 10_000  # sessions whose last photo digest is remembered, to skip the editor's repeated events
 MAX_UPLOAD = "20mb"  # a phone photo is under 10 MB; a larger upload is refused before it is read
 
 
@@ -35,6 +40,9 @@ def query_image(**options) -> gr.Image:
     gradio_preprocess = image.preprocess
 
     def preprocess(payload):
+        if payload is not None and payload.path and not Path(payload.path).exists():
+            raise gr.Error("The photo is no longer on the server (each upload is deleted after its search): "
+                           "send it again.")
         try:
             return gradio_preprocess(payload)
         except Exception:
@@ -45,16 +53,51 @@ def query_image(**options) -> gr.Image:
     return image
 
 
+def photo_editor(**options) -> gr.ImageEditor:
+    """gr.ImageEditor whose value, for our handlers, is the cropped photo's bytes (or None). Every file of the
+    upload is deleted as soon as it is read: the photo lives in memory for this one request only."""
+    editor = gr.ImageEditor(type="filepath", **options)
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        parts = [payload.background, payload.composite, *(payload.layers or [])]
+        composite = Path(payload.composite.path) if payload.composite is not None else None
+        try:  # a photo fires several events, each with its own upload; one may find the files gone
+            return composite.read_bytes() if composite is not None else None
+        except OSError:
+            return None
+        finally:
+            forget(part.path for part in parts if part is not None)
+
+    editor.preprocess = preprocess
+    return editor
+
+
+def forget(paths) -> None:
+    """Delete uploaded query photos (and their now empty upload folders): nothing of a query is kept."""
+    for path in paths:
+        if path:
+            Path(path).unlink(missing_ok=True)
+            try:
+                Path(path).parent.rmdir()
+            except OSError:
+                pass  # not empty, or gone
+
+
 def build_demo(recommender: Recommender) -> gr.Blocks:
     manifest = recommender.manifest
 
-    def search(query, k, gender, article_type, colour):
-        """Run `query` (an image, or a catalog id for "more like this"); (results, status text)."""
+    def search(query, k, gender, article_type, colour, started=None):
+        """Run `query` (an image, a query's vector, or a catalog product for "more like this");
+        (results, status text)."""
         filters = {"gender": gender, "article_type": article_type, "colour": colour}
-        started = time.perf_counter()
+        started = started or time.perf_counter()
         try:
             if isinstance(query, Product):
                 results = recommender.similar(query.id, k, filters)
+            elif isinstance(query, np.ndarray):
+                results = recommender.nearest(query, k, recommender.matching_rows(filters))
             else:
                 results = recommender.recommend(query, k, filters)
         except (ImageError, UnknownProduct) as error:
@@ -77,7 +120,10 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
             A gallery of (product image, caption) and the results, best first, each with id, name,
             distance (euclidean, 0 = identical), similarity (cosine) and the catalog's metadata.
         """
-        results, _ = search(image, k, gender, article_type, colour)
+        try:
+            results, _ = search(image, k, gender, article_type, colour)
+        finally:
+            forget([image])
         return _gallery(results), _records(results)
 
     def similar(id: str, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
@@ -97,32 +143,54 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
         return _gallery(results), _records(results)
 
     # The page: the same search, plus the query shown, the status line and clickable results.
-    def page_search(query, k, gender, article_type, colour):
+    def page_search(query, k, gender, article_type, colour, started=None):
         if query is None:
             return [], [], "", "", []
-        results, status = search(query, k, gender, article_type, colour)
+        results, status = search(query, k, gender, article_type, colour, started)
         gallery = gr.Gallery(_gallery(results), selected_index=None)  # new results: no old selection shown
         return gallery, _records(results), status, _links(results), [r.id for r in results]
 
-    def search_photo(photo, k, gender, article_type, colour):
-        image = (photo or {}).get("composite")  # the photo as cropped in the editor
-        if image is None:  # the editor reports a new photo before its upload is through: wait for it
-            return [gr.skip()] * 7
-        return (*page_search(image, k, gender, article_type, colour), None, gr.Image(visible=False))
+    searched_photos = OrderedDict()  # session -> digest of its last photo (not the photo): repeats are skipped
+    searched_lock = threading.Lock()
 
-    def cleared():
-        return (*page_search(None, 8, ANY, ANY, ANY), None, gr.Image(visible=False))
+    def search_photo(photo, k, gender, article_type, colour, request: gr.Request):
+        """A new photo or crop: embed it and keep only its vector for later re-runs."""
+        if photo is None:  # its files were read by an earlier event of the same photo
+            return [gr.skip()] * 8
+        digest = hashlib.sha256(photo).hexdigest()
+        with searched_lock:  # the editor's repeated events for one photo may run at the same time
+            if searched_photos.get(request.session_hash) == digest:
+                return [gr.skip()] * 8
+            searched_photos[request.session_hash] = digest
+            searched_photos.move_to_end(request.session_hash)
+            if len(searched_photos) > MAX_SESSIONS:
+                searched_photos.popitem(last=False)
+        started = time.perf_counter()
+        try:
+            vector = recommender.embedder.embed_image(photo)
+        except ImageError as error:
+            raise gr.Error(str(error)) from None
+        return (*page_search(vector, k, gender, article_type, colour, started), None, vector,
+                gr.Image(visible=False))
+
+    def cleared(request: gr.Request):
+        with searched_lock:  # the same photo uploaded again is a new search
+            searched_photos.pop(request.session_hash, None)
+        return (*page_search(None, 8, ANY, ANY, ANY), None, None, gr.Image(visible=False))
 
     def more_like(product_id, k, gender, article_type, colour):
         product = recommender.product(product_id)
         shown_product = gr.Image(product.image_path, label=f"More like this: {product.name}", visible=True)
-        return (*page_search(Product(product.id), k, gender, article_type, colour), product.id, shown_product)
+        return (*page_search(Product(product.id), k, gender, article_type, colour), product.id, None,
+                shown_product)
 
-    def rerun(photo, current, k, gender, article_type, colour):
-        """k or a filter changed: search again for what is on show."""
+    def rerun(current, vector, k, gender, article_type, colour):
+        """k, a filter or the button: search again for what is on show."""
         if current:
             return more_like(current, k, gender, article_type, colour)
-        return search_photo(photo, k, gender, article_type, colour)
+        if vector is None:
+            return [gr.skip()] * 8
+        return (*page_search(vector, k, gender, article_type, colour), None, vector, gr.skip())
 
     def clicked(shown, k, gender, article_type, colour, event: gr.SelectData):
         return more_like(shown[event.index], k, gender, article_type, colour)
@@ -143,7 +211,7 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
     examples = recommender.examples()
     example_ids = [example.id for example in examples]
 
-    with gr.Blocks(title="Fashion visual search", delete_cache=(60, 300)) as demo:
+    with gr.Blocks(title="Fashion visual search", delete_cache=(60, 60)) as demo:
         gr.Markdown("# Find similar fashion products\nUpload a photo, take one with your webcam, or paste one; "
                     "crop it to the garment if there is more in the picture. The most similar of "
                     f"{manifest['count']:,} catalog products appear on the right: click one for more like it.")
@@ -154,9 +222,9 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
             with gr.Column(scale=1, min_width=300):
                 # An editor, not a plain gr.Image, for its crop tool. Gradio 6.31 hides the whole toolbar, crop
                 # included, when brush and eraser are both off, so they stay (drawing on a query is harmless).
-                photo = gr.ImageEditor(label="Your photo: crop it to the garment with the crop tool",
-                                       sources=["upload", "webcam", "clipboard"], type="filepath",
-                                       transforms=["crop"], layers=False, elem_id="photo", height=380)
+                photo = photo_editor(label="Your photo: crop it to the garment with the crop tool",
+                                     sources=["upload", "webcam", "clipboard"], transforms=["crop"],
+                                     layers=False, elem_id="photo", height=380)
                 query_product = gr.Image(interactive=False, visible=False, height=220, elem_id="query-product",
                                          buttons=[])
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
@@ -179,17 +247,19 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
                                      object_fit="contain", show_label=False, elem_id="examples")
         api_image = query_image(visible=False)  # the API's input: a plain image file, no editor state
         api_id = gr.Textbox(visible=False)
-        shown, current = gr.State([]), gr.State(None)  # ids in the gallery; the catalog product on show
+        # ids in the gallery; the catalog product on show; the photo's vector (the photo itself is not kept)
+        shown, current, vector = gr.State([]), gr.State(None), gr.State(None)
 
         controls = [k, *filters]
-        page_outputs = [gallery, details, status, links, shown, current, query_product]
+        page_outputs = [gallery, details, status, links, shown, current, vector, query_product]
         private = {"api_visibility": "private"}
-        # The editor fires upload (several times) for a new photo and input for a confirmed crop.
-        gr.on([find.click, photo.upload, photo.input], search_photo, [photo, *controls], page_outputs,
-              trigger_mode="always_last", **private)
+        # The editor fires upload (several times, each uploading the files again) for a new photo and input for
+        # a confirmed crop. Every event runs ("multiple"), so that each deletes its own upload.
+        gr.on([photo.upload, photo.input], search_photo, [photo, *controls], page_outputs,
+              trigger_mode="multiple", **private)
         photo.clear(cleared, None, page_outputs, **private)
-        gr.on([k.release, *(f.input for f in filters)], rerun, [photo, current, *controls], page_outputs,
-              trigger_mode="always_last", **private)  # a change made while a search runs is not lost
+        gr.on([find.click, k.release, *(f.input for f in filters)], rerun, [current, vector, *controls],
+              page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
         gallery.select(clicked, [shown, *controls], page_outputs, trigger_mode="always_last", **private)
         example_gallery.select(example_clicked, controls, page_outputs, trigger_mode="always_last", **private)
         demo.load(opened, controls, page_outputs, **private)

@@ -56,11 +56,22 @@ def recommender(built_index):
 
 @pytest.fixture(scope="session")
 def app(built_index, tmp_path_factory):
-    running = RunningApp({"INDEX_DIR": str(built_index[0])}, tmp_path_factory.mktemp("app") / "app.log")
+    folder = tmp_path_factory.mktemp("app")
+    running = RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio")},
+                         folder / "app.log")
+    running.temp_dir = folder / "gradio"  # Gradio's upload and output cache, for the privacy tests
     try:
         yield running.wait_until_ready()
     finally:
         running.stop()
+
+
+def files_not_from_the_index(temp_dir: Path, index_dir: Path, since: float = 0.0) -> list[Path]:
+    """Files written to Gradio's cache after `since` that are not copies of the index's product images:
+    what a query left behind."""
+    catalog_images = {path.read_bytes() for path in (index_dir / "images").glob("*.jpg")}
+    return [path for path in temp_dir.rglob("*") if path.is_file() and path.stat().st_mtime >= since
+            and path.read_bytes() not in catalog_images]
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,14 @@
 import json
 import re
 import shutil
+import time
 
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from conftest import RunningApp
+from conftest import RunningApp, files_not_from_the_index
 
 
 def save(image: Image.Image, path, fmt=None, **options):
@@ -196,3 +197,12 @@ def test_mcp_tools_are_the_search_endpoints_with_described_parameters(app, catal
     assert not answer.isError
     returned_ids = re.findall(r"'id': '([^']+)'", answer.content[0].text)
     assert len(returned_ids) == 2 and str(catalog_rows[3]["id"]) not in returned_ids
+
+
+def test_no_query_photo_is_kept_after_the_request(client, app, built_index, tmp_path):
+    photo = tmp_path / "selfie.png"
+    Image.effect_noise((200, 150), 60).convert("RGB").save(photo)  # like no catalog image
+    started = time.time()
+    client.predict(image=handle_file(str(photo)), k=3, api_name="/recommend")
+    assert files_not_from_the_index(app.temp_dir, built_index[0], since=started) == []
+    assert "selfie" not in app.output()  # nor logged

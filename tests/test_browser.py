@@ -2,13 +2,14 @@
 
 import io
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, files_not_from_the_index
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -183,3 +184,18 @@ def test_the_page_works_on_a_phone(open_page, query_photo):
     results(page).first.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ROOT / "docs" / "screenshot-phone.png"))
+
+
+def test_no_photo_from_the_page_is_kept(open_page, app, built_index, tmp_path):
+    photo = tmp_path / "webcam.png"
+    Image.effect_noise((320, 240), 60).convert("RGB").save(photo)
+    started = time.time()
+    page = open_page()
+    upload(page, photo)
+    wait_for_status(page, "8 results")
+    deadline = time.monotonic() + 15  # the editor sends each photo in several events; let all be answered
+    while files_not_from_the_index(app.temp_dir, built_index[0], since=started) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert files_not_from_the_index(app.temp_dir, built_index[0], since=started) == []
+    choose(page, "colour", "Red")  # later searches use the photo's vector, not the deleted photo
+    wait_for_status(page, "colour = Red")
