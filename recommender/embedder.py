@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from .config import Settings
 from .images import fit_square, to_rgb
+from .index import sha256
 
 __all__ = ["DIMS", "Embedder", "WeightsUnavailable", "probe_image"]
 
@@ -53,7 +53,7 @@ class Embedder:
             if not path.is_file():
                 raise WeightsUnavailable(f"No weights file at {path}. Give a Keras .h5 / .weights.h5 file, "
                                          "'imagenet' or 'random'.")
-            self._weights_sha256 = _sha256(path)
+            self._weights_sha256 = sha256(path)
             weights = str(path)
         try:
             return keras.applications.ResNet50(
@@ -105,11 +105,3 @@ def probe_image(size: int) -> np.ndarray:
     green = 255 * (0.5 + 0.5 * np.sin(12 * y))
     blue = 255 * ((x - 0.5) ** 2 + (y - 0.5) ** 2 < 0.1)
     return np.stack([red, green, blue], axis=-1).astype(np.uint8)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import numpy as np
 
 __all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "read_manifest", "swap_into_place"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records each file's size and checksum
 MANIFEST = "manifest.json"
 SAME_IMAGE = 1e-3  # vectors closer than this are one picture (a copy or a re-encoding): shown once
 
@@ -35,6 +36,17 @@ class IndexFiles:
 
     def image(self, row: int) -> Path:
         return self.images / f"{row:07d}.jpg"
+
+    @property
+    def checked(self) -> tuple[Path, ...]:
+        """The files whose size and sha256 the manifest records and a load verifies."""
+        return self.vectors, self.annoy, self.items, self.probe
+
+    def fingerprint(self) -> dict:
+        """What the manifest records of the files: size and sha256 of each, count and bytes of the images."""
+        images = list(self.images.glob("*.jpg"))
+        return {**{path.name: {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in self.checked},
+                "images": {"count": len(images), "bytes": sum(path.stat().st_size for path in images)}}
 
 
 class VectorIndex:
@@ -132,12 +144,38 @@ def read_manifest(root: Path) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexUnusable(f"The index at {files.root} has format version {manifest.get('format_version')}; this "
                           f"code reads version {FORMAT_VERSION}. Rebuild it with scripts/build_index.py.")
-    missing = [p.name for p in (files.vectors, files.annoy, files.items, files.probe, files.images)
-               if not p.exists()]
+    missing = [p.name for p in (*files.checked, files.images) if not p.exists()]
     if missing:
         raise IndexUnusable(f"The index at {files.root} is incomplete: {', '.join(missing)} missing. "
-                          "Rebuild or re-download it.")
+                            "Rebuild or re-download it.")
+    _verify(files, manifest.get("files") or {})
     return manifest
+
+
+def _verify(files: IndexFiles, recorded: dict) -> None:
+    """Compare every file with the manifest before anything is loaded: a truncated or altered file would
+    otherwise crash Annoy or return wrong neighbours."""
+    fix = "the index is damaged: rebuild or re-download it."
+    for path in files.checked:
+        expected = recorded.get(path.name) or {}
+        if path.stat().st_size != expected.get("bytes"):
+            raise IndexUnusable(f"{path} has {path.stat().st_size} bytes, the manifest says {expected.get('bytes')}: "
+                                + fix)
+        if sha256(path) != expected.get("sha256"):
+            raise IndexUnusable(f"{path} does not match its checksum in the manifest: " + fix)
+    images = list(files.images.glob("*.jpg"))
+    expected = recorded.get("images") or {}
+    if (len(images), sum(p.stat().st_size for p in images)) != (expected.get("count"), expected.get("bytes")):
+        raise IndexUnusable(f"{files.images} holds {len(images)} images, not the {expected.get('count')} the "
+                            "manifest records (or they were altered): " + fix)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def swap_into_place(built: Path, target: Path) -> None:

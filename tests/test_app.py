@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import handle_file
@@ -206,3 +207,25 @@ def test_no_query_photo_is_kept_after_the_request(client, app, built_index, tmp_
     client.predict(image=handle_file(str(photo)), k=3, api_name="/recommend")
     assert files_not_from_the_index(app.temp_dir, built_index[0], since=started) == []
     assert "selfie" not in app.output()  # nor logged
+
+
+def test_only_search_results_and_product_images_are_served(app, built_index):
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    index = built_index[0].resolve()
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"{app.url}/gradio_api/file={quote(path)}", timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert status(str(index / "images" / "0000000.jpg")) == 200  # what the gallery shows
+    for forbidden in ("/etc/passwd", str(Path(__file__).resolve().parents[1] / "app.py"),
+                      str(index / "manifest.json"), str(index / "vectors.npy"),
+                      f"{index}/images/../manifest.json", f"{index}/images/%2e%2e/vectors.npy",
+                      str(app.log)):
+        assert status(forbidden) in (403, 404), forbidden

@@ -99,3 +99,30 @@ def test_offline_failures_exit_non_zero_with_the_way_out(tmp_path, catalog_parqu
     assert "Could not download the ImageNet ResNet50 weights" in result.stderr and "--weights" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "i").exists()
+
+
+def damage_truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def damage_flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("vectors.npy", damage_truncate, "vectors.npy has .* bytes, the manifest says"),
+    ("annoy.ann", damage_flip_a_byte, "annoy.ann does not match its checksum"),
+    ("items.parquet", lambda path: path.unlink(), "incomplete: items.parquet missing"),
+    ("images/0000003.jpg", lambda path: path.unlink(), "holds 36 images, not the 37"),
+    ("manifest.json", lambda path: path.write_text("{not json"), "manifest.json is not readable JSON"),
+])
+def test_a_damaged_index_is_refused_before_loading_with_the_file_named(built_index, tmp_path, name, damage,
+                                                                      message):
+    copy = tmp_path / "index"
+    shutil.copytree(built_index[0], copy)
+    damage(copy / name)
+    with pytest.raises(IndexUnusable, match=message) as error:
+        Recommender.load(copy)
+    assert "rebuild or re-download" in str(error.value).lower()
