@@ -143,8 +143,8 @@ def _prepare(product: Product, size: int) -> _Prepared:
         return _Prepared(product, problem="no id")
     try:
         image = to_rgb(product.image)
-    except ImageError:
-        return _Prepared(product, problem="unreadable image")
+    except ImageError as error:
+        return _Prepared(product, problem=error.reason)
     pixels = fit_square(image, size)
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     buffer = io.BytesIO()

@@ -18,7 +18,12 @@ WHITE = (255, 255, 255)  # catalog photos are products on white, so missing pixe
 
 
 class ImageError(ValueError):
-    """The input is not a usable image; the message says why and what to do."""
+    """The input is not a usable image; the message says why and what to do, `reason` names the kind of
+    problem in a few words (a build's summary counts skipped products by it)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def to_rgb(source) -> Image.Image:
@@ -28,14 +33,15 @@ def to_rgb(source) -> Image.Image:
     modes are converted, and images over MAX_PIXELS are refused before they are decoded.
     """
     if source is None:
-        raise ImageError("No image was given: upload a photo, take one with the webcam, or paste one.")
+        raise ImageError("No image was given: upload a photo, take one with the webcam, or paste one.", "no image")
     image = _open(source)
     _check_size(image.size)
     try:
         image.load()  # decode now, so a truncated file fails here with our message, not later
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"The image could not be decoded ({error}); the file may be truncated or corrupt.") from None
+        raise ImageError(f"The image could not be decoded ({error}); the file may be truncated or corrupt.",
+                         "truncated or corrupt image") from None
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)  # animated or multi-page: the first frame is the picture
     return _flatten_to_rgb(image)
@@ -63,31 +69,32 @@ def _open(source) -> Image.Image:
         return _from_array(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise ImageError("The image file is empty (0 bytes).")
+            raise ImageError("The image file is empty (0 bytes).", "empty image file")
         source = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"No image file at {path}.")
+            raise ImageError(f"No image file at {path}.", "missing image file")
         if path.stat().st_size == 0:
-            raise ImageError(f"The image file {path.name} is empty (0 bytes).")
+            raise ImageError(f"The image file {path.name} is empty (0 bytes).", "empty image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"The image is too large: more than {MAX_PIXELS:,} pixels. Use a smaller photo.") from None
+        raise ImageError(f"The image is too large: more than {MAX_PIXELS:,} pixels. Use a smaller photo.",
+                         "image too large") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
-        raise ImageError(
-            "This file is not an image we can read (JPEG, PNG, WebP, GIF, BMP and TIFF work)."
-        ) from error
+        raise ImageError("This file is not an image we can read (JPEG, PNG, WebP, GIF, BMP and TIFF work).",
+                         "not an image") from error
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise ImageError(f"An image array must be (height, width), (height, width, 3) or 4; got {array.shape}.")
+        raise ImageError(f"An image array must be (height, width), (height, width, 3) or 4; got {array.shape}.",
+                         "not an image")
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
             array = array * 255.0  # floats in [0, 1], as many libraries produce them
@@ -98,11 +105,11 @@ def _from_array(array: np.ndarray) -> Image.Image:
 def _check_size(size: tuple[int, int]) -> None:
     width, height = size
     if width < 1 or height < 1:
-        raise ImageError("The image has no pixels.")
+        raise ImageError("The image has no pixels.", "empty image")
     if width * height > MAX_PIXELS:
         raise ImageError(
-            f"The image is too large ({width}x{height} pixels, more than {MAX_PIXELS:,}). Use a smaller photo."
-        )
+            f"The image is too large ({width}x{height} pixels, more than {MAX_PIXELS:,}). Use a smaller photo.",
+            "image too large")
 
 
 def _flatten_to_rgb(image: Image.Image) -> Image.Image:

@@ -90,7 +90,7 @@ def write_parquet(path: Path, rows: list[dict] | None = None, extra_bad_rows: bo
             "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season")},
         "year": datasets.Value("float64"), "usage": datasets.Value("string"),
         "productDisplayName": datasets.Value("string"), "image": datasets.Image()})
-    records = [dict(row, image={"bytes": _jpeg(row["image"]), "path": None}) for row in rows]
+    records = [dict(row, image=_encoded(row["image"])) for row in rows]
     if extra_bad_rows:
         bad = dict(rows[0], id=99998, productDisplayName="corrupt image")
         records.append(dict(bad, image={"bytes": b"\xff\xd8\xff this is not a jpeg", "path": None}))
@@ -110,6 +110,13 @@ def write_folder(root: Path, rows: list[dict] | None = None) -> Path:
         row["image"].save(folder / f"{row['id']}.jpg", quality=92)
     (root / "Caps" / "broken.jpg").write_bytes(b"not an image at all")
     return root
+
+
+def _encoded(image) -> dict | None:
+    """A row's image as the parquet holds it: a PIL image as JPEG, raw bytes as they are, None as null."""
+    if image is None:
+        return None
+    return {"bytes": _jpeg(image) if isinstance(image, Image.Image) else image, "path": None}
 
 
 def _jpeg(image: Image.Image) -> bytes:
