@@ -229,3 +229,12 @@ def test_only_search_results_and_product_images_are_served(app, built_index):
                       f"{index}/images/../manifest.json", f"{index}/images/%2e%2e/vectors.npy",
                       str(app.log)):
         assert status(forbidden) in (403, 404), forbidden
+
+
+def test_uploads_over_the_limit_are_refused(client, query_file, tmp_path):
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + bytes(21 * 1024 * 1024))  # 21 MB, over the 20 MB limit
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict(image=handle_file(str(big)), k=3, api_name="/recommend")
+    _, results = client.predict(image=handle_file(query_file), k=3, api_name="/recommend")
+    assert len(results) == 3
