@@ -1,0 +1,58 @@
+"""16 concurrent clients, 100 queries each, against the running app: every answer right, no leak."""
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+
+CLIENTS, QUERIES = 16, 100
+
+
+def resident_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.load
+def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_rows, tmp_path):
+    queries = []
+    for number, row in enumerate(catalog_rows[:CLIENTS]):
+        path = tmp_path / f"query-{number}.jpg"
+        row["image"].save(path, quality=92)
+        queries.append((path, str(row["id"])))
+
+    def client_session(query):
+        path, expected = query
+        client = Client(app.url, verbose=False, download_files=False)
+        latencies, wrong = [], 0
+        for _ in range(QUERIES):
+            started = time.perf_counter()
+            _, results = client.predict(image=handle_file(str(path)), k=5, api_name="/recommend")
+            latencies.append(time.perf_counter() - started)
+            wrong += results[0]["id"] != expected or len(results) != 5
+        return latencies, wrong
+
+    with ThreadPoolExecutor(CLIENTS) as pool:  # warm-up: every client once, then measure memory
+        list(pool.map(lambda q: Client(app.url, verbose=False, download_files=False).predict(
+            image=handle_file(str(q[0])), k=5, api_name="/recommend"), queries))
+    memory_before = resident_bytes(app.process.pid)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        sessions = list(pool.map(client_session, queries))
+    elapsed = time.perf_counter() - started
+    memory_after = resident_bytes(app.process.pid)
+
+    latencies = [latency for session, _ in sessions for latency in session]
+    assert len(latencies) == CLIENTS * QUERIES and sum(wrong for _, wrong in sessions) == 0
+    growth = memory_after / memory_before - 1
+    print(f"\nload: {len(latencies)} queries from {CLIENTS} clients in {elapsed:.1f} s = "
+          f"{len(latencies) / elapsed:.1f} queries/s; p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"p95 {np.percentile(latencies, 95) * 1000:.0f} ms; resident memory {memory_before / 1e6:.0f} MB -> "
+          f"{memory_after / 1e6:.0f} MB ({growth:+.1%})")
+    assert growth < 0.05
