@@ -22,12 +22,12 @@ def test_build_summary_counts_what_it_indexed_and_skipped(built_index, catalog_r
     out, result = built_index
     indexed = len(catalog_rows) + 1  # and the duplicate image under another id
     assert f"Indexed {indexed} products" in result.stdout
-    assert "Skipped 1: truncated or corrupt image (e.g. 99998)" in result.stdout
+    assert "Skipped 1: not an image (e.g. 99998)" in result.stdout
     assert "img/s" in result.stderr  # the tqdm progress bar
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["count"] == indexed
     assert manifest["embedder"]["weights"] == "random" and manifest["embedder"]["image_size"] == IMAGE_SIZE
-    assert manifest["dataset"]["kind"] == "parquet" and manifest["skipped"] == {"truncated or corrupt image": 1}
+    assert manifest["dataset"]["kind"] == "parquet" and manifest["skipped"] == {"not an image": 1}
     assert len(list((out / "images").glob("*.jpg"))) == indexed
     assert not list(out.parent.glob(".index.building-*"))  # the temporary folder is gone
 
