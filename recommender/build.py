@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
-import shutil
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .catalog import METADATA_FIELDS, Catalog, Product
+from .checkpoint import Checkpoint
 from .config import Settings
 from .embedder import Embedder, probe_image
 from .images import ImageError, fit_square, to_rgb
@@ -26,6 +27,7 @@ from .index import FORMAT_VERSION, IndexFiles, VectorIndex, swap_into_place
 __all__ = ["BuildFailed", "BuildSummary", "build_index"]
 
 THUMBNAIL_SIDE = 256  # gallery thumbnails: enough for a phone screen, small enough to ship 44k of them
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}  # the disk, not the data
 BATCHES_AHEAD = 2  # prepared batches waiting for the model: keeps it busy without holding the catalog in memory
 
 
@@ -40,12 +42,10 @@ class BuildSummary:
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     skipped_ids: dict = field(default_factory=dict)  # reason -> first few product ids, to look them up
     seconds: float = 0.0  # the whole build, model loading and index writing included
-    embed_seconds: float = 0.0  # reading, decoding and embedding the catalog
+    embed_seconds: float = 0.0  # reading, decoding and embedding the catalog (this run's part of it)
+    images_per_second: float = 0.0  # catalog rows read, decoded and embedded per second by this run
     size_bytes: int = 0
 
-    @property
-    def images_per_second(self) -> float:
-        return (self.indexed + sum(self.skipped.values())) / self.embed_seconds if self.embed_seconds else 0.0
 
     def __str__(self) -> str:
         lines = [f"Indexed {self.indexed} products in {self.seconds:.1f} s (embedding at "
@@ -66,64 +66,89 @@ class _Prepared:
 def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int = 32,
                 embedder: Embedder | None = None, progress: bool = True) -> BuildSummary:
     """Embed every product of `catalog` and write a complete index to `out`, replacing any index there only
-    once the new one is whole. Unreadable images and rows without an id are skipped and counted."""
+    once the new one is whole. Unreadable images and rows without an id are skipped and counted.
+
+    Each embedded batch is saved in a staging folder beside `out`; if the build is killed or fails, running it
+    again with the same catalog and settings resumes from there."""
     started = time.perf_counter()
     embedder = embedder or Embedder(settings)
     out = Path(out)
-    files = IndexFiles(out.with_name(f".{out.name}.building-{os.getpid()}"))
-    shutil.rmtree(files.root, ignore_errors=True)
-    files.images.mkdir(parents=True)
+    files = IndexFiles(out.with_name(f".{out.name}.building"))
+    checkpoint = Checkpoint(files.root, {"dataset": catalog.source, "embedder": embedder.identity,
+                                         "batch_size": batch_size, "format": FORMAT_VERSION})
     summary = BuildSummary(out=out)
     try:
+        files.images.mkdir(parents=True, exist_ok=True)
+        saved = checkpoint.resume()
+        if saved.consumed:
+            print(f"Resuming: {saved.consumed} catalog rows were embedded or skipped before.", flush=True)
         embedding_started = time.perf_counter()
-        vectors, items = _embed_catalog(catalog, embedder, files, batch_size, summary, progress)
+        embedded_now = _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress)
         summary.embed_seconds = time.perf_counter() - embedding_started
+        summary.images_per_second = embedded_now / summary.embed_seconds if summary.embed_seconds else 0.0
+        summary.skipped, summary.skipped_ids = Checkpoint.skip_counts(saved)
+        items = saved.items
+        summary.indexed = len(items)
         if not items:
             raise BuildFailed(f"No product of {catalog.source.get('id')} could be indexed: "
                               f"{dict(summary.skipped) or 'the catalog is empty'}.")
         print(f"Building the Annoy index ({settings.trees} trees over {len(items)} vectors)...", flush=True)
-        VectorIndex.build(vectors, settings.trees, seed=settings.seed).save(files)
+        VectorIndex.build(np.concatenate(saved.vectors), settings.trees, seed=settings.seed).save(files)
         _write_items(files, items)
         np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
+        _remove_extra_images(files, len(items))
         manifest = _manifest(catalog, settings, embedder, summary, len(items))
         files.manifest.write_text(json.dumps({**manifest, "files": files.fingerprint()}, indent=2))
+        checkpoint.remove()
         summary.size_bytes = sum(p.stat().st_size for p in files.root.rglob("*") if p.is_file())
         out.parent.mkdir(parents=True, exist_ok=True)
         swap_into_place(files.root, out)
-    finally:
-        shutil.rmtree(files.root, ignore_errors=True)  # only left over when the build failed
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        raise BuildFailed(f"Could not write the index beside {out} ({error.strerror}: {error.filename}).\n"
+                          f"Free some space or choose another --out. The index at {out} is unchanged; the same "
+                          "command resumes from what was already embedded.") from None
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _embed_catalog(catalog, embedder, files, batch_size, summary, progress):
-    vectors, items, seen_ids = [], [], set()
-    bar = tqdm(total=catalog.total, unit="img", desc="Embedding", disable=not progress, smoothing=0.1)
+def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress) -> int:
+    """Embed the catalog rows after those `saved` holds, saving each batch; returns the rows read now."""
+    seen_ids = {item["id"] for item in saved.items}
+    rows = islice(catalog.rows, saved.consumed, None)
+    bar = tqdm(total=catalog.total, initial=saved.consumed, unit="img", desc="Embedding", disable=not progress,
+               smoothing=0.1)
+    read_now = 0
     with bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as workers:
-        for batch in _prepared_batches(catalog.rows, embedder.size, workers, batch_size):
-            accepted = []
+        for batch in _prepared_batches(rows, embedder.size, workers, batch_size):
+            accepted, skipped = [], []
             for prepared in batch:
                 product_id = prepared.product.id
                 if prepared.problem is None and product_id in seen_ids:
                     prepared.problem = "duplicate id"
                 if prepared.problem:
-                    summary.skipped[prepared.problem] += 1
-                    summary.skipped_ids.setdefault(prepared.problem, [])
-                    if len(summary.skipped_ids[prepared.problem]) < 3:
-                        summary.skipped_ids[prepared.problem].append(product_id)
+                    skipped.append((prepared.problem, product_id))
                     continue
                 seen_ids.add(product_id)
                 accepted.append(prepared)
-            if accepted:
-                vectors.append(embedder.embed(np.stack([p.pixels for p in accepted])))
-            for prepared in accepted:
-                files.image(len(items)).write_bytes(prepared.thumbnail)
-                items.append({"id": prepared.product.id, **prepared.product.metadata})
-            summary.indexed = len(items)
+            vectors = embedder.embed(np.stack([p.pixels for p in accepted])) if accepted else None
+            for row, prepared in enumerate(accepted, start=len(saved.items)):
+                files.image(row).write_bytes(prepared.thumbnail)
+            checkpoint.save(saved, vectors, [{"id": p.product.id, **p.product.metadata} for p in accepted],
+                            skipped, len(batch))
+            read_now += len(batch)
             bar.update(len(batch))
-            if summary.skipped:
-                bar.set_postfix(skipped=sum(summary.skipped.values()))
-    return (np.concatenate(vectors) if vectors else None), items
+            if saved.skipped:
+                bar.set_postfix(skipped=len(saved.skipped))
+    return read_now
+
+
+def _remove_extra_images(files: IndexFiles, count: int) -> None:
+    """Thumbnails written by a batch that a kill cut short, beyond the rows the index holds."""
+    for path in files.images.glob("*.jpg"):
+        if int(path.stem) >= count:
+            path.unlink()
 
 
 def _prepared_batches(products, size: int, workers: ThreadPoolExecutor, batch_size: int):

@@ -1,0 +1,88 @@
+"""Resumable builds: each embedded batch is saved as it is done, so a killed build continues where it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Checkpoint", "Progress"]
+
+
+@dataclass
+class Progress:
+    """What the batches saved so far hold."""
+    consumed: int = 0  # catalog rows read (indexed or skipped): where the catalog stream resumes
+    batches: int = 0
+    vectors: list = field(default_factory=list)  # one (n, dims) float32 array per batch
+    items: list = field(default_factory=list)  # one metadata dict per indexed product, in row order
+    skipped: list = field(default_factory=list)  # (reason, product id) per skipped row
+
+
+class Checkpoint:
+    """parts/<batch>.npy (vectors) and parts/<batch>.json (items, skips) in the build's staging folder, and
+    progress.json, replaced atomically after each batch: a batch counts only once all of it is on disk."""
+
+    def __init__(self, root: Path, key: dict):
+        self.parts = root / "parts"
+        self.progress_file = root / "progress.json"
+        # the catalog, embedder and batching the parts come from; anything else starts over
+        self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+    def resume(self) -> Progress:
+        """The saved progress of a build with the same key; an empty Progress (and a clean folder) otherwise."""
+        try:
+            saved = json.loads(self.progress_file.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("key") != self.key:
+            shutil.rmtree(self.parts, ignore_errors=True)
+            self.parts.mkdir(parents=True)
+            return Progress()
+        progress = Progress(consumed=saved["consumed"], batches=saved["batches"])
+        for batch in range(progress.batches):
+            vectors = np.load(self.parts / f"{batch:06d}.npy", allow_pickle=False)
+            if vectors.size:  # a batch whose every row was skipped has none
+                progress.vectors.append(vectors)
+            part = json.loads((self.parts / f"{batch:06d}.json").read_text())
+            progress.items += part["items"]
+            progress.skipped += [tuple(skip) for skip in part["skipped"]]
+        return progress
+
+    def save(self, progress: Progress, vectors: np.ndarray | None, items: list[dict], skipped: list[tuple],
+             rows_read: int) -> None:
+        """Add one batch: its files first, then the progress that makes it count."""
+        batch = progress.batches
+        np.save(self.parts / f"{batch:06d}.npy", vectors if vectors is not None else np.zeros((0, 0), np.float32),
+                allow_pickle=False)
+        (self.parts / f"{batch:06d}.json").write_text(json.dumps({"items": items, "skipped": skipped}))
+        progress.consumed += rows_read
+        progress.batches += 1
+        if vectors is not None:
+            progress.vectors.append(vectors)
+        progress.items += items
+        progress.skipped += skipped
+        temporary = self.progress_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"key": self.key, "consumed": progress.consumed,
+                                         "batches": progress.batches}))
+        os.replace(temporary, self.progress_file)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.parts, ignore_errors=True)
+        self.progress_file.unlink(missing_ok=True)
+
+    @staticmethod
+    def skip_counts(progress: Progress) -> tuple[Counter, dict]:
+        """(reason -> count, reason -> first three product ids) of the skipped rows."""
+        counts, examples = Counter(), {}
+        for reason, product_id in progress.skipped:
+            counts[reason] += 1
+            if len(examples.setdefault(reason, [])) < 3:
+                examples[reason].append(product_id)
+        return counts, examples

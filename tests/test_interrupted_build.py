@@ -1,0 +1,131 @@
+"""A build killed at any point leaves the served index alone and resumes to the same index; a full or
+read-only disk gives a clear error and leaves the old index intact."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import IMAGE_SIZE, QUIET_ENV, ROOT, run_build
+from synthetic_catalog import many_products, write_parquet
+
+BATCH = "4"  # small batches: many checkpoints to be killed between
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    # 120 products, then a corrupt image (skipped) and a copy of one under another id (indexed): 122 rows
+    return write_parquet(tmp_path_factory.mktemp("big") / "catalog.parquet", many_products(120))
+
+
+def build_args(catalog, out):
+    return ["--dataset", str(catalog), "--weights", "random", "--image-size", str(IMAGE_SIZE),
+            "--batch-size", BATCH, "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def reference(catalog, tmp_path_factory):
+    """The same build, never interrupted."""
+    out = tmp_path_factory.mktemp("reference") / "index"
+    assert run_build(*build_args(catalog, out)).returncode == 0
+    return out
+
+
+def served_index(catalog, root: Path) -> tuple[Path, dict]:
+    """An index already in place (10 products), and its files' bytes, to check it is left untouched."""
+    out = root / "index"
+    assert run_build(*build_args(catalog, out), "--limit", "10").returncode == 0
+    return out, {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+
+
+def kill_when(catalog, out, ready) -> None:
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "build_index.py"), *build_args(catalog, out)],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, **QUIET_ENV})
+    staging = out.with_name(f".{out.name}.building")
+    deadline = time.monotonic() + 300
+    while not ready(staging) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert process.poll() is None, "the build ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def batches_saved(staging: Path) -> int:
+    try:
+        return int(__import__("json").loads((staging / "progress.json").read_text())["batches"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def assert_same_index(built: Path, reference: Path) -> None:
+    np.testing.assert_array_equal(np.load(built / "vectors.npy"), np.load(reference / "vectors.npy"))
+    assert pq.read_table(built / "items.parquet").equals(pq.read_table(reference / "items.parquet"))
+    assert (built / "annoy.ann").read_bytes() == (reference / "annoy.ann").read_bytes()
+    assert sorted(p.read_bytes() for p in (built / "images").iterdir()) == \
+        sorted(p.read_bytes() for p in (reference / "images").iterdir())
+
+
+@pytest.mark.parametrize("moment, ready", [
+    ("mid-embedding", lambda staging: batches_saved(staging) >= 6),
+    ("mid-index-write", lambda staging: (staging / "annoy.ann").exists()),
+])
+def test_killed_build_leaves_the_served_index_and_resumes_to_the_same_index(catalog, reference, tmp_path,
+                                                                            moment, ready):
+    out, before = served_index(catalog, tmp_path)
+    kill_when(catalog, out, ready)
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+    result = run_build(*build_args(catalog, out))
+    assert result.returncode == 0, result.stderr
+    resumed = int(result.stdout.split("Resuming: ")[1].split()[0])
+    assert resumed >= 24 if moment == "mid-embedding" else resumed == 122
+    assert "Indexed 121 products" in result.stdout and "Skipped 1: not an image" in result.stdout
+    assert_same_index(out, reference)
+    assert not out.with_name(f".{out.name}.building").exists()
+
+
+def test_other_settings_start_over_instead_of_mixing(catalog, tmp_path):
+    out = tmp_path / "index"
+    kill_when(catalog, out, lambda staging: batches_saved(staging) >= 3)
+    result = run_build(*build_args(catalog, out)[:-4], "--batch-size", "8", "--out", str(out))
+    assert result.returncode == 0 and "Resuming" not in result.stdout and "Indexed 121 products" in result.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system for this test needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_the_old_index(catalog, small_disk):
+    out = small_disk / "index"
+    assert run_build(*build_args(catalog, out), "--limit", "4").returncode == 0  # fits in 600 kB
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    result = run_build(*build_args(catalog, out))  # 120 products do not fit
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Could not write the index" in result.stderr and "No space left on device" in result.stderr
+    assert "The index at" in result.stderr and "is unchanged" in result.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
+def test_read_only_output_gives_a_clear_error_and_keeps_the_old_index(catalog, small_disk):
+    out = small_disk / "index"
+    assert run_build(*build_args(catalog, out), "--limit", "4").returncode == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = run_build(*build_args(catalog, out), "--limit", "8")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Could not write the index" in result.stderr and "Read-only file system" in result.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
