@@ -320,8 +320,9 @@ def main() -> None:
         print("WARNING: the index was built with random weights: results are not meaningful.", flush=True)
     demo = build_demo(recommender)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
+    # run_history=False: Gradio would otherwise save every run, query photo included, in the browser
     demo.launch(allowed_paths=[str(recommender.files.images.resolve())], max_file_size=MAX_UPLOAD,
-                mcp_server=True)
+                mcp_server=True, run_history=False)
 
 
 if __name__ == "__main__":

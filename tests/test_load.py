@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-CLIENTS, QUERIES = 16, 100
+CLIENTS, QUERIES, WARM_UP = 16, 100, 10
 
 
 def resident_bytes(pid: int) -> int:
@@ -27,24 +27,24 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_row
         row["image"].save(path, quality=92)
         queries.append((path, str(row["id"])))
 
-    def client_session(query):
-        path, expected = query
-        client = Client(app.url, verbose=False, download_files=False)
+    clients = [Client(app.url, verbose=False, download_files=False) for _ in queries]
+
+    def client_session(number: int, count: int):
+        (path, expected), client = queries[number], clients[number]
         latencies, wrong = [], 0
-        for _ in range(QUERIES):
+        for _ in range(count):
             started = time.perf_counter()
             _, results = client.predict(image=handle_file(str(path)), k=5, api_name="/recommend")
             latencies.append(time.perf_counter() - started)
             wrong += results[0]["id"] != expected or len(results) != 5
         return latencies, wrong
 
-    with ThreadPoolExecutor(CLIENTS) as pool:  # warm-up: every client once, then measure memory
-        list(pool.map(lambda q: Client(app.url, verbose=False, download_files=False).predict(
-            image=handle_file(str(q[0])), k=5, api_name="/recommend"), queries))
+    with ThreadPoolExecutor(CLIENTS) as pool:  # warm-up: the same clients and sessions as the measured run
+        list(pool.map(client_session, range(CLIENTS), [WARM_UP] * CLIENTS))
     memory_before = resident_bytes(app.process.pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
-        sessions = list(pool.map(client_session, queries))
+        sessions = list(pool.map(client_session, range(CLIENTS), [QUERIES] * CLIENTS))
     elapsed = time.perf_counter() - started
     memory_after = resident_bytes(app.process.pid)
 
