@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import threading
@@ -27,8 +26,8 @@ from recommender.provision import IndexUnusable, ensure_index
 from recommender.search import ANY, MAX_K, Recommender, UnknownProduct
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
-MAX_QUEUE = 64  # waiting requests beyond this are refused at once with "busy" instead of timing out
-MAX_SESSIONS = 10_000  # sessions whose last photo digest is remembered, to skip the editor's repeated events
+MAX_QUEUE = int(os.environ.get("MAX_QUEUE", "64"))  # more waiting requests are refused at once ("queue is full")
+MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 MAX_UPLOAD = "20mb"  # a phone photo is under 10 MB; a larger upload is refused before it is read
 
 
@@ -41,8 +40,7 @@ def query_image(**options) -> gr.Image:
 
     def preprocess(payload):
         if payload is not None and payload.path and not Path(payload.path).exists():
-            raise gr.Error("The photo is no longer on the server (each upload is deleted after its search): "
-                           "send it again.")
+            return payload.path  # searched and deleted by a request with the same photo: see RecentVectors
         try:
             return gradio_preprocess(payload)
         except Exception:
@@ -54,24 +52,49 @@ def query_image(**options) -> gr.Image:
 
 
 def photo_editor(**options) -> gr.ImageEditor:
-    """gr.ImageEditor whose value, for our handlers, is the cropped photo's bytes (or None). Every file of the
-    upload is deleted as soon as it is read: the photo lives in memory for this one request only."""
+    """gr.ImageEditor whose value, for our handlers, is {"key": the cropped photo's upload key, "bytes": its
+    bytes or None}. Every file of the upload is deleted as soon as it is read: the photo lives in memory for
+    this one request only."""
     editor = gr.ImageEditor(type="filepath", **options)
 
     def preprocess(payload):
-        if payload is None:
+        if payload is None or payload.composite is None:
             return None
         parts = [payload.background, payload.composite, *(payload.layers or [])]
-        composite = Path(payload.composite.path) if payload.composite is not None else None
+        composite = Path(payload.composite.path)
         try:  # a photo fires several events, each with its own upload; one may find the files gone
-            return composite.read_bytes() if composite is not None else None
+            return {"key": upload_key(composite), "bytes": composite.read_bytes()}
         except OSError:
-            return None
+            return {"key": upload_key(composite), "bytes": None}
         finally:
             forget(part.path for part in parts if part is not None)
 
     editor.preprocess = preprocess
     return editor
+
+
+def upload_key(path) -> str:
+    """Gradio stores an upload in a folder named by a hash of its bytes: the same photo, the same key."""
+    return Path(path).parent.name
+
+
+class RecentVectors:
+    """The vectors of recent uploads by upload key (never the photos). Two requests with the same photo share
+    one upload file, and the first to finish deletes it: the second finds the vector here."""
+
+    def __init__(self, size: int = 256):
+        self._vectors, self._size, self._lock = OrderedDict(), size, threading.Lock()
+
+    def get(self, key: str):
+        with self._lock:
+            return self._vectors.get(key)
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._vectors[key] = vector
+            self._vectors.move_to_end(key)
+            if len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
 
 
 def forget(paths) -> None:
@@ -105,6 +128,22 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
         milliseconds = (time.perf_counter() - started) * 1000
         return results, _status(recommender, results, filters, milliseconds, query)
 
+    recent_vectors = RecentVectors()
+
+    def embed_upload(image, key):
+        """The vector of an uploaded photo (a path or bytes), from RecentVectors when its file is gone."""
+        vector = recent_vectors.get(key) if key else None
+        if vector is None:
+            try:
+                vector = recommender.embedder.embed_image(image)
+            except ImageError as error:
+                vector = recent_vectors.get(key) if key else None  # deleted meanwhile by a same-photo request
+                if vector is None:
+                    raise gr.Error(str(error)) from None
+            if key:
+                recent_vectors.put(key, vector)
+        return vector
+
     # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
     def recommend(image: str | None, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
         """Find the catalog products that look most like a photo.
@@ -120,10 +159,12 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
             A gallery of (product image, caption) and the results, best first, each with id, name,
             distance (euclidean, 0 = identical), similarity (cosine) and the catalog's metadata.
         """
+        started = time.perf_counter()
         try:
-            results, _ = search(image, k, gender, article_type, colour)
+            vector = embed_upload(image, upload_key(image) if image else None)
         finally:
             forget([image])
+        results, _ = search(vector, k, gender, article_type, colour, started)
         return _gallery(results), _records(results)
 
     def similar(id: str, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
@@ -150,26 +191,22 @@ def build_demo(recommender: Recommender) -> gr.Blocks:
         gallery = gr.Gallery(_gallery(results), selected_index=None)  # new results: no old selection shown
         return gallery, _records(results), status, _links(results), [r.id for r in results]
 
-    searched_photos = OrderedDict()  # session -> digest of its last photo (not the photo): repeats are skipped
+    searched_photos = OrderedDict()  # session -> upload key of its last photo (not the photo): repeats skipped
     searched_lock = threading.Lock()
 
     def search_photo(photo, k, gender, article_type, colour, request: gr.Request):
         """A new photo or crop: embed it and keep only its vector for later re-runs."""
-        if photo is None:  # its files were read by an earlier event of the same photo
+        if photo is None:
             return [gr.skip()] * 8
-        digest = hashlib.sha256(photo).hexdigest()
         with searched_lock:  # the editor's repeated events for one photo may run at the same time
-            if searched_photos.get(request.session_hash) == digest:
+            if searched_photos.get(request.session_hash) == photo["key"]:
                 return [gr.skip()] * 8
-            searched_photos[request.session_hash] = digest
+            searched_photos[request.session_hash] = photo["key"]
             searched_photos.move_to_end(request.session_hash)
             if len(searched_photos) > MAX_SESSIONS:
                 searched_photos.popitem(last=False)
         started = time.perf_counter()
-        try:
-            vector = recommender.embedder.embed_image(photo)
-        except ImageError as error:
-            raise gr.Error(str(error)) from None
+        vector = embed_upload(photo["bytes"], photo["key"])
         return (*page_search(vector, k, gender, article_type, colour, started), None, vector,
                 gr.Image(visible=False))
 

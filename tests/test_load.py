@@ -56,3 +56,29 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_row
           f"p95 {np.percentile(latencies, 95) * 1000:.0f} ms; resident memory {memory_before / 1e6:.0f} MB -> "
           f"{memory_after / 1e6:.0f} MB ({growth:+.1%})")
     assert growth < 0.05
+
+
+def test_beyond_the_queue_size_requests_are_refused_at_once_and_the_rest_answered(built_index, catalog_rows,
+                                                                                  tmp_path):
+    from conftest import RunningApp
+
+    query = tmp_path / "query.jpg"
+    catalog_rows[4]["image"].save(query, quality=92)
+    app = RunningApp({"INDEX_DIR": str(built_index[0]), "MAX_QUEUE": "2"}, tmp_path / "log").wait_until_ready()
+    try:
+        def one_query(_):
+            try:
+                _, results = Client(app.url, verbose=False, download_files=False).predict(
+                    image=handle_file(str(query)), k=3, api_name="/recommend")
+                return results[0]["id"]
+            except Exception as error:  # gradio_client raises its QueueError for "queue_full"
+                return f"refused: {error}"
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(one_query, range(24)))
+        refused = [answer for answer in answers if answer.startswith("refused")]
+        assert refused and all("queue is full" in answer.lower() for answer in refused), refused[:3]
+        assert set(answers) - set(refused) == {str(catalog_rows[4]["id"])}  # the others answered, correctly
+        assert one_query(0) == str(catalog_rows[4]["id"])  # and the app serves on
+    finally:
+        app.stop()
