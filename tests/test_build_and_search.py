@@ -4,6 +4,7 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
@@ -126,3 +127,14 @@ def test_a_damaged_index_is_refused_before_loading_with_the_file_named(built_ind
     with pytest.raises(IndexUnusable, match=message) as error:
         Recommender.load(copy)
     assert "rebuild or re-download" in str(error.value).lower()
+
+
+def test_the_index_holds_no_pickle(built_index):
+    """An index may come from the Hub: loading it must never run code."""
+    out = built_index[0]
+    files = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
+    assert {name for name in files if not name.startswith("images/")} == {
+        "manifest.json", "vectors.npy", "annoy.ann", "items.parquet", "probe.npy"}
+    for name in ("vectors.npy", "probe.npy"):
+        assert np.load(out / name, allow_pickle=False).dtype == np.float32  # plain arrays, no object dtype
+    assert all(name.endswith(".jpg") for name in files if name.startswith("images/"))
