@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-CLIENTS, QUERIES, WARM_UP = 16, 100, 10
+CLIENTS, QUERIES, WARM_UP = 16, 100, 50  # warm-up: caches, sessions and the allocator reach steady state
 
 
 def resident_bytes(pid: int) -> int:
