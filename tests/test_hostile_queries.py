@@ -7,7 +7,6 @@ import tracemalloc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from recommender.images import ImageError
 from synthetic_catalog import product_image
