@@ -41,11 +41,13 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_row
 
     with ThreadPoolExecutor(CLIENTS) as pool:  # warm-up: the same clients and sessions as the measured run
         list(pool.map(client_session, range(CLIENTS), [WARM_UP] * CLIENTS))
+    time.sleep(2)  # let the last answers' buffers go before sampling
     memory_before = resident_bytes(app.process.pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
         sessions = list(pool.map(client_session, range(CLIENTS), [QUERIES] * CLIENTS))
     elapsed = time.perf_counter() - started
+    time.sleep(2)
     memory_after = resident_bytes(app.process.pid)
 
     latencies = [latency for session, _ in sessions for latency in session]
