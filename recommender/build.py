@@ -93,20 +93,24 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
             raise BuildFailed(f"No product of {catalog.source.get('id')} could be indexed: "
                               f"{dict(summary.skipped) or 'the catalog is empty'}.")
         print(f"Building the Annoy index ({settings.trees} trees over {len(items)} vectors)...", flush=True)
-        VectorIndex.build(np.concatenate(saved.vectors), settings.trees, seed=settings.seed).save(files)
+        index = VectorIndex.build(np.concatenate(saved.vectors), settings.trees, settings.coarse_dims, settings.seed)
+        index.save(files)
         _write_items(files, items)
         np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
         _remove_extra_images(files, len(items))
-        manifest = _manifest(catalog, settings, embedder, summary, len(items))
+        manifest = _manifest(catalog, settings, embedder, summary, index)
         files.manifest.write_text(json.dumps({**manifest, "files": files.fingerprint()}, indent=2))
         checkpoint.remove()
         summary.size_bytes = sum(p.stat().st_size for p in files.root.rglob("*") if p.is_file())
         out.parent.mkdir(parents=True, exist_ok=True)
         swap_into_place(files.root, out)
     except OSError as error:
-        if error.errno not in WRITE_ERRORS:
+        # numpy's array.tofile reports a short write (a full disk) as an OSError without errno
+        short_write = error.errno is None and "requested and" in str(error)
+        if error.errno not in WRITE_ERRORS and not short_write:
             raise
-        raise BuildFailed(f"Could not write the index beside {out} ({error.strerror}: {error.filename}).\n"
+        reason = "the disk is full: " + str(error) if short_write else f"{error.strerror}: {error.filename}"
+        raise BuildFailed(f"Could not write the index beside {out} ({reason}).\n"
                           f"Free some space or choose another --out. The index at {out} is unchanged; the same "
                           "command resumes from what was already embedded.") from None
     summary.seconds = time.perf_counter() - started
@@ -194,17 +198,18 @@ def _as_text(value) -> str | None:
     return str(value)
 
 
-def _manifest(catalog: Catalog, settings: Settings, embedder: Embedder, summary: BuildSummary, count: int) -> dict:
+def _manifest(catalog: Catalog, settings: Settings, embedder: Embedder, summary: BuildSummary,
+              index: VectorIndex) -> dict:
     from importlib.metadata import version
 
     return {
         "format_version": FORMAT_VERSION,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "count": count,
+        "count": len(index),
         "embedder": embedder.identity,
         "index": {"library": "annoy", "metric": "euclidean", "trees": settings.trees, "seed": settings.seed,
-                  "candidates": settings.candidates, "search_k": settings.search_k,
-                  "rerank": "exact euclidean distance on vectors.npy"},
+                  "coarse_dims": len(index.projection.axes), "candidates": settings.candidates,
+                  "search_k": settings.search_k, "rerank": "exact euclidean distance on vectors.npy"},
         "dataset": catalog.source,
         "skipped": dict(summary.skipped),
         "thumbnails": {"format": "jpeg", "max_side": THUMBNAIL_SIDE},

@@ -1,4 +1,5 @@
-"""The index on disk: Annoy for candidates, the exact vectors for re-ranking, items and images for the gallery."""
+"""The index on disk: Annoy over PCA-reduced vectors for candidates, the exact vectors for re-ranking, items and
+images for the gallery."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import numpy as np
 
 __all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "read_manifest", "swap_into_place"]
 
-FORMAT_VERSION = 2  # 2: the manifest records each file's size and checksum
+FORMAT_VERSION = 3  # 2: the manifest records each file's size and checksum; 3: Annoy over PCA-reduced vectors
 MANIFEST = "manifest.json"
 SAME_IMAGE = 1e-3  # vectors closer than this are one picture (a copy or a re-encoding): shown once
+PCA_SAMPLE = 50_000  # rows the principal axes are fitted on: more changes them little and costs seconds
 
 
 class IndexUnusable(RuntimeError):
@@ -29,7 +31,9 @@ class IndexFiles:
 
     manifest = property(lambda self: self.root / MANIFEST)
     vectors = property(lambda self: self.root / "vectors.npy")  # (n, dims) float32, L2-normalised
-    annoy = property(lambda self: self.root / "annoy.ann")  # euclidean Annoy index over the same rows
+    annoy = property(lambda self: self.root / "annoy.ann")  # euclidean Annoy index over the reduced rows
+    pca_mean = property(lambda self: self.root / "pca_mean.npy")  # (dims,) float32: subtracted before projecting
+    pca_axes = property(lambda self: self.root / "pca_axes.npy")  # (coarse_dims, dims) float32 principal axes
     items = property(lambda self: self.root / "items.parquet")  # one row of metadata per vector row
     probe = property(lambda self: self.root / "probe.npy")  # (dims,) embedding of embedder.probe_image
     images = property(lambda self: self.root / "images")  # images/<row>.jpg, the gallery's thumbnails
@@ -40,7 +44,7 @@ class IndexFiles:
     @property
     def checked(self) -> tuple[Path, ...]:
         """The files whose size and sha256 the manifest records and a load verifies."""
-        return self.vectors, self.annoy, self.items, self.probe
+        return self.vectors, self.annoy, self.pca_mean, self.pca_axes, self.items, self.probe
 
     def fingerprint(self) -> dict:
         """What the manifest records of the files: size and sha256 of each, count and bytes of the images."""
@@ -49,39 +53,70 @@ class IndexFiles:
                 "images": {"count": len(images), "bytes": sum(path.stat().st_size for path in images)}}
 
 
-class VectorIndex:
-    """Nearest neighbours by exact euclidean distance among an Annoy candidate pool."""
+class Projection:
+    """Principal component analysis: vectors (n, dims) -> their coordinates (n, coarse_dims) on the axes of
+    largest variance, where euclidean distances are nearly those of the full vectors at a fraction of the cost."""
 
-    def __init__(self, vectors: np.ndarray, annoy_index, trees: int):
-        self.vectors = vectors  # (n, dims) float32; may be memory-mapped
-        self.annoy = annoy_index
-        self.trees = trees
+    def __init__(self, mean: np.ndarray, axes: np.ndarray):
+        self.mean, self.axes = mean, axes
 
     @classmethod
-    def build(cls, vectors: np.ndarray, trees: int, seed: int = 0) -> "VectorIndex":
+    def fit(cls, vectors: np.ndarray, coarse_dims: int, seed: int = 0) -> "Projection":
+        sample = vectors
+        if len(vectors) > PCA_SAMPLE:
+            sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), PCA_SAMPLE, replace=False))]
+        mean = sample.mean(axis=0, dtype=np.float64)
+        centred = (sample - mean).astype(np.float32)
+        eigenvalues, eigenvectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))  # ascending
+        axes = eigenvectors[:, ::-1][:, :coarse_dims].T
+        return cls(mean.astype(np.float32), np.ascontiguousarray(axes, dtype=np.float32))
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        return (vectors - self.mean) @ self.axes.T
+
+
+class VectorIndex:
+    """Nearest neighbours by exact euclidean distance among candidates that Annoy proposes from PCA-reduced
+    vectors (docs/index.md says why)."""
+
+    def __init__(self, vectors: np.ndarray, annoy_index, projection: Projection):
+        self.vectors = vectors  # (n, dims) float32; may be memory-mapped
+        self.annoy = annoy_index
+        self.projection = projection
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, trees: int, coarse_dims: int, seed: int = 0) -> "VectorIndex":
         from annoy import AnnoyIndex
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        annoy_index = AnnoyIndex(vectors.shape[1], "euclidean")
+        # n vectors span at most n dimensions: more axes would only take disk space
+        projection = Projection.fit(vectors, min(coarse_dims, *vectors.shape), seed)
+        annoy_index = AnnoyIndex(len(projection.axes), "euclidean")
         annoy_index.set_seed(seed)  # the same vectors give the same trees, so rebuilt indexes are identical
-        for row, vector in enumerate(vectors):
-            annoy_index.add_item(row, vector)
+        for row, reduced in enumerate(projection(vectors)):
+            annoy_index.add_item(row, reduced)
         annoy_index.build(trees, n_jobs=-1)
-        return cls(vectors, annoy_index, trees)
+        return cls(vectors, annoy_index, projection)
 
     def save(self, files: IndexFiles) -> None:
         np.save(files.vectors, self.vectors, allow_pickle=False)
+        np.save(files.pca_mean, self.projection.mean, allow_pickle=False)
+        np.save(files.pca_axes, self.projection.axes, allow_pickle=False)
         self.annoy.save(str(files.annoy))
 
     @classmethod
-    def load(cls, files: IndexFiles, dims: int, count: int, trees: int) -> "VectorIndex":
+    def load(cls, files: IndexFiles, dims: int, count: int, coarse_dims: int) -> "VectorIndex":
         from annoy import AnnoyIndex
 
-        vectors = np.load(files.vectors, mmap_mode="r", allow_pickle=False)  # never unpickle an index file
-        if vectors.shape != (count, dims) or vectors.dtype != np.float32:
-            raise IndexUnusable(f"{files.vectors} holds {vectors.shape} {vectors.dtype} vectors, but the manifest "
-                              f"says ({count}, {dims}) float32: the index is damaged; rebuild or re-download it.")
-        annoy_index = AnnoyIndex(dims, "euclidean")
+        # never unpickle an index file; each array's shape must be what the manifest says
+        arrays = {path: np.load(path, mmap_mode="r", allow_pickle=False) for path in (files.vectors, files.pca_mean,
+                                                                                      files.pca_axes)}
+        shapes = {files.vectors: (count, dims), files.pca_mean: (dims,), files.pca_axes: (coarse_dims, dims)}
+        for path, array in arrays.items():
+            if array.shape != shapes[path] or array.dtype != np.float32:
+                raise IndexUnusable(f"{path} holds {array.shape} {array.dtype} values, but the manifest says "
+                                    f"{shapes[path]} float32: the index is damaged; rebuild or re-download it.")
+        annoy_index = AnnoyIndex(coarse_dims, "euclidean")
         try:
             annoy_index.load(str(files.annoy))  # memory-mapped: loading is instant, pages come in on use
         except OSError as error:
@@ -89,7 +124,8 @@ class VectorIndex:
         if annoy_index.get_n_items() != count:
             raise IndexUnusable(f"{files.annoy} holds {annoy_index.get_n_items()} items, the manifest says {count}: "
                               "the index is damaged; rebuild or re-download it.")
-        return cls(vectors, annoy_index, trees)
+        projection = Projection(np.array(arrays[files.pca_mean]), np.array(arrays[files.pca_axes]))
+        return cls(arrays[files.vectors], annoy_index, projection)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -99,14 +135,15 @@ class VectorIndex:
         """The k rows nearest to `query` (dims,) and their exact euclidean distances, nearest first, no two
         of them the same image (identical vectors).
 
-        Without `rows`, Annoy proposes max(candidates, 10 k) rows (inspecting `search_k` nodes) and their exact
-        distances on the stored vectors decide. With `rows` (a filter's subset), the search is exact over them,
+        Without `rows`, Annoy proposes the max(candidates, 10 k) rows nearest in the PCA-reduced space
+        (inspecting `search_k` nodes), and their exact distances on the full stored vectors decide. With `rows` (a filter's subset), the search is exact over them,
         so a filter never loses a match that an approximate pool missed. `skip_query` leaves out the query's
         own vector and its copies ("more like this" of a catalog product).
         """
         if rows is None:
             pool = min(max(candidates, 10 * k), len(self))
-            pool = np.asarray(self.annoy.get_nns_by_vector(query, pool, search_k=search_k), dtype=np.int64)
+            pool = np.asarray(self.annoy.get_nns_by_vector(self.projection(query), pool, search_k=search_k),
+                              dtype=np.int64)
         else:
             wanted = min(len(rows), 4 * k + 10)  # room for copies that are dropped
             # unit vectors: a larger dot product is a smaller distance. Copying a large subset's rows costs

@@ -98,7 +98,7 @@ class Recommender:
                                 "start the app with the index's.")
         _check_probe(embedder, files)
         index = VectorIndex.load(files, dims=recorded["dims"], count=manifest["count"],
-                                 trees=manifest["index"]["trees"])
+                                 coarse_dims=manifest["index"]["coarse_dims"])
         return cls(index, _read_items(files, manifest["count"]), files, manifest, embedder)
 
     @property

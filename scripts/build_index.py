@@ -30,13 +30,16 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="model input side in pixels")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
     parser.add_argument("--trees", type=int, default=defaults.trees, help="Annoy trees")
+    parser.add_argument("--coarse-dims", type=int, default=defaults.coarse_dims,
+                        help="principal components Annoy searches before the exact re-ranking")
     args = parser.parse_args(argv)
     if args.image_size < 32:
         parser.error("--image-size must be at least 32 (ResNet50 downsamples by 32)")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
 
-    settings = Settings(weights=args.weights, seed=args.seed, image_size=args.image_size, trees=args.trees)
+    settings = Settings(weights=args.weights, seed=args.seed, image_size=args.image_size, trees=args.trees,
+                        coarse_dims=args.coarse_dims)
     try:
         catalog = load_catalog(args.dataset, split=args.split, limit=args.limit, revision=args.revision)
         summary = build_index(catalog, settings, Path(args.out), batch_size=args.batch_size)

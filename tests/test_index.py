@@ -1,4 +1,4 @@
-"""The vector index: exact re-ranking over Annoy candidates, and the on-disk format."""
+"""The vector index: exact re-ranking over Annoy candidates from PCA-reduced vectors, and the on-disk format."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recommender.config import Settings
-from recommender.index import IndexFiles, IndexUnusable, VectorIndex, read_manifest
+from recommender.index import IndexFiles, IndexUnusable, Projection, VectorIndex, read_manifest
 from synthetic_catalog import resnet_like_features
 
 
@@ -16,7 +16,7 @@ def brute_force(vectors, query, k):
 
 def test_hand_checkable_order():
     vectors = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0]], dtype=np.float32)
-    index = VectorIndex.build(vectors, trees=2)
+    index = VectorIndex.build(vectors, trees=2, coarse_dims=2)
     rows, distances = index.search(np.array([0.8, 0.6, 0], np.float32), k=3, candidates=10, search_k=100)
     assert rows.tolist() == [3, 0, 1]
     assert distances[0] == pytest.approx(np.sqrt(0.2 ** 2 * 2), abs=1e-6)
@@ -24,40 +24,40 @@ def test_hand_checkable_order():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_reranked_ann_equals_brute_force_at_default_settings(seed):
+def test_reranked_ann_finds_the_brute_force_neighbours_at_default_settings(seed):
     settings = Settings()
     vectors = resnet_like_features(3200, seed=seed)
     base, queries = vectors[:3000], vectors[3000:]
-    index = VectorIndex.build(base, settings.trees)
+    index = VectorIndex.build(base, settings.trees, settings.coarse_dims)
     found = 0
     for query in queries:
         rows, distances = index.search(query, 10, settings.candidates, settings.search_k)
         exact = brute_force(base, query, 10)
         found += len(set(rows.tolist()) & set(exact.tolist()))
         np.testing.assert_allclose(distances, np.linalg.norm(base[rows] - query, axis=1), rtol=1e-5)
-    assert found / (10 * len(queries)) == 1.0
+    assert found / (10 * len(queries)) >= 0.99  # 0.997-0.999 measured; scripts/bench.py measures 44k and 250k
 
 
 def test_k_larger_than_index_returns_everything_once():
     vectors = resnet_like_features(5, dims=16)
-    rows, _ = VectorIndex.build(vectors, trees=2).search(vectors[0], 10, 100, 1000)
+    rows, _ = VectorIndex.build(vectors, trees=2, coarse_dims=2).search(vectors[0], 10, 100, 1000)
     assert sorted(rows.tolist()) == [0, 1, 2, 3, 4]
 
 
 def test_save_and_load_round_trip(tmp_path):
     vectors = resnet_like_features(200, dims=64)
     files = IndexFiles(tmp_path)
-    VectorIndex.build(vectors, trees=4).save(files)
-    loaded = VectorIndex.load(files, dims=64, count=200, trees=4)
+    VectorIndex.build(vectors, trees=4, coarse_dims=16).save(files)
+    loaded = VectorIndex.load(files, dims=64, count=200, coarse_dims=16)
     rows, distances = loaded.search(vectors[7], 3, 50, 5000)
     assert rows[0] == 7 and distances[0] == pytest.approx(0, abs=1e-6)
 
 
 def test_vectors_that_do_not_match_the_manifest_are_refused(tmp_path):
     files = IndexFiles(tmp_path)
-    VectorIndex.build(resnet_like_features(50, dims=32), trees=2).save(files)
+    VectorIndex.build(resnet_like_features(50, dims=32), trees=2, coarse_dims=8).save(files)
     with pytest.raises(IndexUnusable, match="vectors.npy"):
-        VectorIndex.load(files, dims=32, count=60, trees=2)
+        VectorIndex.load(files, dims=32, count=60, coarse_dims=8)
 
 
 def test_missing_or_foreign_manifest_is_refused(tmp_path):
@@ -66,3 +66,18 @@ def test_missing_or_foreign_manifest_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(IndexUnusable, match="format version 99"):
         read_manifest(tmp_path)
+
+
+def test_projection_keeps_the_largest_variance_and_never_lengthens_distances():
+    vectors = resnet_like_features(2000, dims=64, seed=3)
+    projection = Projection.fit(vectors, 16)
+    reduced = projection(vectors)
+    assert reduced.shape == (2000, 16)
+    np.testing.assert_allclose(projection.axes @ projection.axes.T, np.eye(16), atol=1e-5)  # orthonormal axes
+    variances = reduced.var(axis=0)
+    assert np.all(np.diff(variances) <= 1e-6)  # the first axes carry the most variance
+    assert variances.sum() > 0.5 * (vectors - vectors.mean(axis=0)).var(axis=0).sum()
+    full = np.linalg.norm(vectors[:100, None] - vectors[None, :100], axis=2)
+    coarse = np.linalg.norm(reduced[:100, None] - reduced[None, :100], axis=2)
+    assert np.all(coarse <= full + 1e-5)  # a projection onto orthonormal axes can only shorten distances
+    np.testing.assert_array_equal(Projection.fit(vectors, 16).axes, projection.axes)  # rebuilds are identical
