@@ -24,7 +24,7 @@ from .embedder import Embedder, probe_image
 from .images import ImageError, fit_square, to_rgb
 from .index import FORMAT_VERSION, IndexFiles, VectorIndex, swap_into_place
 
-__all__ = ["BuildFailed", "BuildSummary", "build_index"]
+__all__ = ["BuildFailed", "BuildSummary", "build_index", "write_index"]
 
 THUMBNAIL_SIDE = 256  # gallery thumbnails: enough for a phone screen, small enough to ship 44k of them
 WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}  # the disk, not the data
@@ -93,13 +93,8 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
             raise BuildFailed(f"No product of {catalog.source.get('id')} could be indexed: "
                               f"{dict(summary.skipped) or 'the catalog is empty'}.")
         print(f"Building the Annoy index ({settings.trees} trees over {len(items)} vectors)...", flush=True)
-        index = VectorIndex.build(np.concatenate(saved.vectors), settings.trees, settings.coarse_dims, settings.seed)
-        index.save(files)
-        _write_items(files, items)
-        np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
-        _remove_extra_images(files, len(items))
-        manifest = _manifest(catalog, settings, embedder, summary, index)
-        files.manifest.write_text(json.dumps({**manifest, "files": files.fingerprint()}, indent=2))
+        write_index(files, np.concatenate(saved.vectors), items, embedder, settings, catalog.source,
+                    dict(summary.skipped))
         checkpoint.remove()
         summary.size_bytes = sum(p.stat().st_size for p in files.root.rglob("*") if p.is_file())
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +141,20 @@ def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summ
             if saved.skipped:
                 bar.set_postfix(skipped=len(saved.skipped))
     return read_now
+
+
+def write_index(files: IndexFiles, vectors: np.ndarray, items: list[dict], embedder: Embedder, settings: Settings,
+                source: dict, skipped: dict) -> VectorIndex:
+    """Write everything but the thumbnails (images/<row>.jpg, already there) of an index of `vectors` and their
+    `items`, the manifest last."""
+    index = VectorIndex.build(vectors, settings.trees, settings.coarse_dims, settings.seed)
+    index.save(files)
+    _write_items(files, items)
+    np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
+    _remove_extra_images(files, len(items))
+    manifest = _manifest(source, settings, embedder, skipped, index)
+    files.manifest.write_text(json.dumps({**manifest, "files": files.fingerprint()}, indent=2))
+    return index
 
 
 def _remove_extra_images(files: IndexFiles, count: int) -> None:
@@ -198,8 +207,7 @@ def _as_text(value) -> str | None:
     return str(value)
 
 
-def _manifest(catalog: Catalog, settings: Settings, embedder: Embedder, summary: BuildSummary,
-              index: VectorIndex) -> dict:
+def _manifest(source: dict, settings: Settings, embedder: Embedder, skipped: dict, index: VectorIndex) -> dict:
     from importlib.metadata import version
 
     return {
@@ -210,8 +218,8 @@ def _manifest(catalog: Catalog, settings: Settings, embedder: Embedder, summary:
         "index": {"library": "annoy", "metric": "euclidean", "trees": settings.trees, "seed": settings.seed,
                   "coarse_dims": len(index.projection.axes), "candidates": settings.candidates,
                   "search_k": settings.search_k, "rerank": "exact euclidean distance on vectors.npy"},
-        "dataset": catalog.source,
-        "skipped": dict(summary.skipped),
+        "dataset": source,
+        "skipped": skipped,
         "thumbnails": {"format": "jpeg", "max_side": THUMBNAIL_SIDE},
         "versions": {name: version(name) for name in ("tensorflow-cpu", "keras", "annoy", "numpy")},
     }

@@ -14,6 +14,7 @@ class Settings:
     weights: str = "imagenet"  # "imagenet" (downloaded by Keras), a local Keras weights file, or "random"
     seed: int = 0  # initialises weights="random" deterministically, so its index can be queried again later
     image_size: int = 224  # ResNet50's training resolution; smaller is faster and coarser
+    precision: str = "float32"  # or "bf16": computes in bfloat16, faster on CPUs with AVX512-BF16 or AMX only
     trees: int = 16  # Annoy trees: more give better recall per query at the cost of build time and disk
     coarse_dims: int = 256  # Annoy works on the vectors' first principal components (docs/index.md)
     candidates: int = 100  # Annoy pool re-ranked exactly; at least 10x k, so ANN misses rarely reach the top k

@@ -14,6 +14,7 @@ from .index import sha256
 __all__ = ["DIMS", "Embedder", "WeightsUnavailable", "probe_image"]
 
 DIMS = 2048  # ResNet50's last block has 2048 channels; global max pooling keeps one value per channel
+PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}  # --precision -> Keras dtype policy
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # what Keras downloads
 
 
@@ -38,7 +39,7 @@ class Embedder:
         @tf.function(input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.uint8)])
         def _embed(batch):
             pixels = keras.applications.resnet50.preprocess_input(tf.cast(batch, tf.float32))
-            features = self.model(pixels, training=False)  # (n, 2048) after global max pooling
+            features = tf.cast(self.model(pixels, training=False), tf.float32)  # (n, 2048), global max pooling
             return tf.math.l2_normalize(features, axis=1)  # unit length: euclidean distance ranks like cosine
 
         self._embed = _embed
@@ -55,7 +56,12 @@ class Embedder:
                                          "'imagenet' or 'random'.")
             self._weights_sha256 = sha256(path)
             weights = str(path)
+        if settings.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {settings.precision!r}")
+        global_policy = keras.mixed_precision.dtype_policy()
         try:
+            # weights stay float32 whatever the policy; "mixed_bfloat16" computes the layers in bfloat16
+            keras.mixed_precision.set_dtype_policy(PRECISIONS[settings.precision])
             return keras.applications.ResNet50(
                 weights=weights, include_top=False, pooling="max", input_shape=(self.size, self.size, 3)
             )
@@ -68,6 +74,8 @@ class Embedder:
                     "prebuilt index, or try again once the network is back."
                 ) from None
             raise WeightsUnavailable(f"Could not load the weights file {weights}: {error}") from None
+        finally:
+            keras.mixed_precision.set_dtype_policy(global_policy)  # the policy is global: leave it as found
 
     @property
     def identity(self) -> dict:
@@ -82,6 +90,7 @@ class Embedder:
             "weights_sha256": self._weights_sha256,
             "seed": self.settings.seed if self.settings.weights == "random" else None,
             "image_size": self.size,
+            "precision": self.settings.precision,
             "dims": DIMS,
         }
 

@@ -89,7 +89,7 @@ class Recommender:
                                 f"{recorded['weights_sha256']}); start the app with WEIGHTS=<that file>.")
         if embedder is None:
             embedder = Embedder(Settings(weights=weights or recorded["weights"], seed=recorded["seed"] or 0,
-                                         image_size=recorded["image_size"]))
+                                         image_size=recorded["image_size"], precision=recorded["precision"]))
         differences = {key: (value, embedder.identity.get(key)) for key, value in recorded.items()
                        if embedder.identity.get(key) != value}
         if differences:

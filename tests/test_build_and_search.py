@@ -75,6 +75,20 @@ def test_image_folder_catalog_builds_and_searches(catalog_folder, catalog_rows, 
     assert found.id == "Tshirts/10000" and found.metadata["articleType"] == "Tshirts"
 
 
+def test_bf16_index_records_its_precision_and_queries_use_it(built_index, catalog_parquet, catalog_rows, tmp_path):
+    result = run_build("--dataset", str(catalog_parquet), "--weights", "random", "--image-size", str(IMAGE_SIZE),
+                       "--out", str(tmp_path / "index"), "--precision", "bf16", "--limit", "12")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "index" / "manifest.json").read_text())["embedder"]["precision"] == "bf16"
+    recommender = Recommender.load(tmp_path / "index")
+    assert recommender.embedder.identity["precision"] == "bf16"
+    for row in catalog_rows[:12]:
+        assert recommender.recommend(jpeg(row["image"]), k=1)[0].id == str(row["id"])
+    # bfloat16 keeps 8 bits of mantissa: the vectors stay close to float32's (the same rows of built_index)
+    cosines = np.sum(np.load(tmp_path / "index" / "vectors.npy") * np.load(built_index[0] / "vectors.npy")[:12], axis=1)
+    assert cosines.min() > 0.99
+
+
 def test_index_with_other_weights_is_refused(built_index):
     with pytest.raises(IndexUnusable, match="weights=random.*weights=imagenet"):
         Recommender.load(built_index[0], weights="imagenet")
