@@ -21,14 +21,14 @@ def free_port() -> int:
 
 
 class RunningApp:
-    """`python app.py` in a subprocess, as on a fresh machine; `url` once it answers."""
+    """`python app.py` (or another Gradio `command`) in a subprocess, as on a fresh machine; `url` once it answers."""
 
-    def __init__(self, env: dict, log: Path):
+    def __init__(self, env: dict, log: Path, command: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            command or [sys.executable, str(ROOT / "app.py")], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
             env={**os.environ, **QUIET_ENV, "GRADIO_SERVER_NAME": "127.0.0.1",
                  "GRADIO_SERVER_PORT": str(self.port), **env})
 
@@ -44,6 +44,13 @@ class RunningApp:
             except OSError:
                 time.sleep(0.5)
         raise TimeoutError(f"app did not answer within {timeout} s:\n{self.output()}")
+
+    def resident_bytes(self) -> int:
+        """The app's resident memory (VmRSS), in bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

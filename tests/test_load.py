@@ -3,20 +3,12 @@
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
 CLIENTS, QUERIES, WARM_UP = 16, 100, 50  # warm-up: caches, sessions and the allocator reach steady state
-
-
-def resident_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.mark.load
@@ -42,13 +34,13 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_row
     with ThreadPoolExecutor(CLIENTS) as pool:  # warm-up: the same clients and sessions as the measured run
         list(pool.map(client_session, range(CLIENTS), [WARM_UP] * CLIENTS))
     time.sleep(2)  # let the last answers' buffers go before sampling
-    memory_before = resident_bytes(app.process.pid)
+    memory_before = app.resident_bytes()
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
         sessions = list(pool.map(client_session, range(CLIENTS), [QUERIES] * CLIENTS))
     elapsed = time.perf_counter() - started
     time.sleep(2)
-    memory_after = resident_bytes(app.process.pid)
+    memory_after = app.resident_bytes()
 
     latencies = [latency for session, _ in sessions for latency in session]
     assert len(latencies) == CLIENTS * QUERIES and sum(wrong for _, wrong in sessions) == 0
