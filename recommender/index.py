@@ -136,9 +136,10 @@ class VectorIndex:
         of them the same image (identical vectors).
 
         Without `rows`, Annoy proposes the max(candidates, 10 k) rows nearest in the PCA-reduced space
-        (inspecting `search_k` nodes), and their exact distances on the full stored vectors decide. With `rows` (a filter's subset), the search is exact over them,
-        so a filter never loses a match that an approximate pool missed. `skip_query` leaves out the query's
-        own vector and its copies ("more like this" of a catalog product).
+        (inspecting `search_k` nodes), and their exact distances on the full stored vectors decide. With `rows`
+        (a filter's subset), the search is exact over them, so a filter never loses a match that an approximate
+        pool missed. `skip_query` leaves out the query's own vector and its copies ("more like this" of a
+        catalog product).
         """
         if rows is None:
             pool = min(max(candidates, 10 * k), len(self))
@@ -147,7 +148,7 @@ class VectorIndex:
         else:
             wanted = min(len(rows), 4 * k + 10)  # room for copies that are dropped
             # unit vectors: a larger dot product is a smaller distance. Copying a large subset's rows costs
-            # more than one product with every row (15 ms at 44k on 2 cores), so large subsets take that.
+            # more than one product with every row (15-20 ms at 44k on 2 cores), so large subsets take that.
             similarity = (self.vectors @ query)[rows] if len(rows) > len(self) // 16 else self.vectors[rows] @ query
             pool = rows[np.argpartition(-similarity, wanted - 1)[:wanted]] if wanted < len(rows) else rows
         distances = np.linalg.norm(self.vectors[pool] - query, axis=1)

@@ -1,6 +1,6 @@
 """Speed, scale and quality, measured side by side on this machine; prints and writes docs/benchmarks.md.
 
-    python scripts/bench.py            # the full run (about 15 minutes on 2 cores)
+    python scripts/bench.py            # the full run (about 8 minutes on 2 cores)
     python scripts/bench.py --quick    # fewer images, queries and vectors (under 5 minutes on 2 cores)
 
 Model weights are `random`: the same architecture, shapes and cost as `imagenet`, which this machine cannot

@@ -129,3 +129,23 @@ def test_read_only_output_gives_a_clear_error_and_keeps_the_old_index(catalog, s
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Could not write the index" in result.stderr and "Read-only file system" in result.stderr
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
+def test_a_short_write_of_numpy_is_reported_as_a_full_disk(catalog, tmp_path, monkeypatch):
+    """numpy's array.tofile raises a bare OSError without errno ("N requested and M written") on a full disk."""
+    from recommender.build import BuildFailed, build_index
+    from recommender.catalog import load_catalog
+    from recommender.config import Settings
+    from recommender.index import VectorIndex
+
+    def disk_fills_up(self, files):
+        raise OSError("524288 requested and 125920 written")
+
+    monkeypatch.setattr(VectorIndex, "save", disk_fills_up)
+    settings = Settings(weights="random", image_size=IMAGE_SIZE)
+    with pytest.raises(BuildFailed, match="the disk is full: 524288 requested and 125920 written") as failure:
+        build_index(load_catalog(str(catalog), limit=8), settings, tmp_path / "index", batch_size=4, progress=False)
+    assert "is unchanged" in str(failure.value) and not (tmp_path / "index").exists()
+    monkeypatch.undo()  # with the disk back, the same build resumes from its saved batches and completes
+    build_index(load_catalog(str(catalog), limit=8), settings, tmp_path / "index", batch_size=4, progress=False)
+    assert len(np.load(tmp_path / "index" / "vectors.npy")) == 8
