@@ -39,7 +39,7 @@ from recommender.search import Recommender  # noqa: E402
 
 FULL = {"images": 512, "naive": 96, "queries": 100, "catalog": 44_000, "scales": (44_000, 250_000),
         "per_user": 25}
-QUICK = {"images": 128, "naive": 32, "queries": 50, "catalog": 44_000, "scales": (44_000, 250_000), "per_user": 8}
+QUICK = {"images": 256, "naive": 32, "queries": 50, "catalog": 44_000, "scales": (44_000, 250_000), "per_user": 8}
 LEGACY = {"coarse_dims": 2048, "search_k": 50_000}  # the index before PCA: Annoy over all 2048 dimensions
 
 
