@@ -390,6 +390,8 @@ def serve_floor(images: Path) -> None:
     """The framework's own floor: an image in, an 8-image gallery of index JPEGs out, no work between."""
     import gradio as gr
 
+    import app  # noqa: F401 - sets app.GRADIO_QUEUE_ANALYTICS: the floor runs Gradio's queue as the app does
+
     gallery = [(str(path), path.stem) for path in sorted(images.glob("*.jpg"))[:8]]
 
     def eight_images(image):

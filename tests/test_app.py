@@ -238,3 +238,15 @@ def test_uploads_over_the_limit_are_refused(client, query_file, tmp_path):
         client.predict(image=handle_file(str(big)), k=3, api_name="/recommend")
     _, results = client.predict(image=handle_file(query_file), k=3, api_name="/recommend")
     assert len(results) == 3
+
+
+def test_gradio_queue_keeps_a_short_event_log_and_summarises_it_rarely(recommender):
+    """By default Gradio's queue summarises its last 10,000 events with pandas after every event, for a monitoring
+    page this app does not enable: CPU taken from each query and memory that grows with the event count. app.py's
+    settings must reach the queue (a Gradio upgrade that renames them fails here)."""
+    import app
+
+    demo = app.build_demo(recommender)
+    demo.queue()
+    assert demo._queue.ANALYTICS_MAX_EVENTS == 1000
+    assert demo._queue.ANAYLTICS_CACHE_FREQUENCY == 1000  # sic: Gradio's spelling
