@@ -11,7 +11,7 @@ from .config import Settings
 from .images import fit_square, to_rgb
 from .index import sha256
 
-__all__ = ["DIMS", "Embedder", "WeightsUnavailable", "probe_image"]
+__all__ = ["DIMS", "Embedder", "WeightsUnavailable", "fold_batch_norm", "probe_image"]
 
 DIMS = 2048  # ResNet50's last block has 2048 channels; global max pooling keeps one value per channel
 PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}  # --precision -> Keras dtype policy
@@ -62,7 +62,7 @@ class Embedder:
         try:
             # weights stay float32 whatever the policy; "mixed_bfloat16" computes the layers in bfloat16
             keras.mixed_precision.set_dtype_policy(PRECISIONS[settings.precision])
-            return keras.applications.ResNet50(
+            model = keras.applications.ResNet50(
                 weights=weights, include_top=False, pooling="max", input_shape=(self.size, self.size, 3)
             )
         except Exception as error:  # Keras raises a bare Exception for a failed download
@@ -74,6 +74,8 @@ class Embedder:
                     "prebuilt index, or try again once the network is back."
                 ) from None
             raise WeightsUnavailable(f"Could not load the weights file {weights}: {error}") from None
+        else:
+            return fold_batch_norm(keras, model)
         finally:
             keras.mixed_precision.set_dtype_policy(global_policy)  # the policy is global: leave it as found
 
@@ -105,6 +107,41 @@ class Embedder:
     def embed_image(self, image) -> np.ndarray:
         """One image of any kind -> (2048,) float32."""
         return self.embed(self.prepare(image)[None])[0]
+
+
+def fold_batch_norm(keras, model):
+    """The same network with each inference-mode batch normalisation folded into the convolution before it
+    (ResNet50 names them "<block>_conv" and "<block>_bn"): conv + bias + relu then run as one fused kernel, about
+    15% faster for a query and 20% for a batch (docs/benchmarks.md), with the same vectors to float round-off.
+    A model whose layers are not named that way is returned as it is."""
+    layers = {layer.name: layer for layer in model.layers}
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    conv_of = {norm.name: layers.get(norm.name.removesuffix("_bn") + "_conv") for norm in norms}
+    if not norms or not all(isinstance(conv, keras.layers.Conv2D) and conv.use_bias for conv in conv_of.values()):
+        return model
+    norm_after = {conv.name: layers[norm] for norm, conv in conv_of.items()}
+
+    class PassThrough(keras.layers.Layer):
+        """Stands where a folded batch normalisation was."""
+
+        def call(self, inputs, mask=None, training=None):
+            return inputs
+
+    def folded(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return PassThrough(name=layer.name)
+        clone, weights = layer.__class__.from_config(layer.get_config()), layer.get_weights()
+        if layer.name in norm_after:  # bn(conv(x) + b) = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta
+            norm = norm_after[layer.name]
+            gamma, beta, mean, variance = norm.get_weights()
+            scale = gamma / np.sqrt(variance + norm.epsilon)
+            weights = [weights[0] * scale, (weights[1] - mean) * scale + beta]
+        if weights:
+            clone.build(layer.input.shape)
+            clone.set_weights(weights)
+        return clone
+
+    return keras.models.clone_model(model, clone_function=folded)
 
 
 def probe_image(size: int) -> np.ndarray:

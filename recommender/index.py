@@ -156,16 +156,25 @@ class VectorIndex:
         return self._distinct(pool[order], distances[order], k, query if skip_query else None)
 
     def _distinct(self, rows, distances, k, skip_vector):
-        kept = []
+        """The first k of `rows` (nearest first) that are not copies of one another. Copies of one image get
+        vectors equal only up to float round-off (batch position changes the last bits), so round-off must not
+        pick which copy is shown: the one with the lowest row stands for them all."""
+        kept, limit = [], np.inf
         for position, row in enumerate(rows):
-            vector = self.vectors[row]
+            if distances[position] >= limit:  # no copy of a kept row lies further than SAME_IMAGE beyond the k-th
+                break
             if skip_vector is not None and distances[position] < SAME_IMAGE:
                 continue
-            if kept and np.min(np.linalg.norm(self.vectors[rows[kept]] - vector, axis=1)) < SAME_IMAGE:
-                continue
-            kept.append(position)
-            if len(kept) == k:
-                break
+            if kept:
+                gaps = np.linalg.norm(self.vectors[rows[kept]] - self.vectors[row], axis=1)
+                twin = int(np.argmin(gaps))
+                if gaps[twin] < SAME_IMAGE:
+                    kept[twin] = min(kept[twin], position, key=lambda p: rows[p])
+                    continue
+            if len(kept) < k:
+                kept.append(position)
+                limit = distances[position] + SAME_IMAGE if len(kept) == k else limit
+        kept.sort()  # positions are in (distance, row) order
         return rows[kept], distances[kept]
 
 

@@ -44,6 +44,24 @@ def test_k_larger_than_index_returns_everything_once():
     assert sorted(rows.tolist()) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("filtered", [False, True])
+def test_copies_of_one_image_are_shown_once_as_the_lowest_row_whatever_the_round_off(filtered):
+    """Rows 3 and 17 are one image, their vectors apart by round-off only; whichever the query is nearer to,
+    row 3 stands for both, also when the copy lies just beyond the k-th result."""
+    vectors = resnet_like_features(40, dims=32, seed=4)
+    vectors[17] = vectors[3] + np.float32(1e-6)
+    index = VectorIndex.build(vectors, trees=2, coarse_dims=8)
+    rows = np.arange(40) if filtered else None
+    for query in (vectors[17], vectors[3], vectors[17] + np.float32(1e-6)):
+        for k in (1, 5, 40):
+            found, _ = index.search(query, k, 100, 1000, rows=rows)
+            assert found[0] == 3 and 17 not in found.tolist() and len(found) == min(k, 39)
+    far = brute_force(vectors, vectors[0], 40).tolist()  # a query for which the copies come late
+    k = min(far.index(3), far.index(17)) + 1
+    found, _ = index.search(vectors[0], k, 100, 1000, rows=rows)
+    assert found[-1] == 3 and 17 not in found.tolist()
+
+
 def test_save_and_load_round_trip(tmp_path):
     vectors = resnet_like_features(200, dims=64)
     files = IndexFiles(tmp_path)
