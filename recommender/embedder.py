@@ -113,13 +113,19 @@ def fold_batch_norm(keras, model):
     """The same network with each inference-mode batch normalisation folded into the convolution before it
     (ResNet50 names them "<block>_conv" and "<block>_bn"): conv + bias + relu then run as one fused kernel, about
     15% faster for a query and 20% for a batch (docs/benchmarks.md), with the same vectors to float round-off.
-    A model whose layers are not named that way is returned as it is."""
+    The new model shares the convolutions, folded in place (a copy of the weights would stay in memory): use it,
+    not `model`. A model whose layers are not named that way is returned as it is."""
     layers = {layer.name: layer for layer in model.layers}
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     conv_of = {norm.name: layers.get(norm.name.removesuffix("_bn") + "_conv") for norm in norms}
     if not norms or not all(isinstance(conv, keras.layers.Conv2D) and conv.use_bias for conv in conv_of.values()):
         return model
-    norm_after = {conv.name: layers[norm] for norm, conv in conv_of.items()}
+    for norm_name, conv in conv_of.items():  # bn(conv(x) + b) = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta
+        norm = layers[norm_name]
+        gamma, beta, mean, variance = norm.get_weights()
+        scale = gamma / np.sqrt(variance + norm.epsilon)
+        kernel, bias = conv.get_weights()
+        conv.set_weights([kernel * scale, (bias - mean) * scale + beta])
 
     class PassThrough(keras.layers.Layer):
         """Stands where a folded batch normalisation was."""
@@ -127,21 +133,9 @@ def fold_batch_norm(keras, model):
         def call(self, inputs, mask=None, training=None):
             return inputs
 
-    def folded(layer):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return PassThrough(name=layer.name)
-        clone, weights = layer.__class__.from_config(layer.get_config()), layer.get_weights()
-        if layer.name in norm_after:  # bn(conv(x) + b) = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta
-            norm = norm_after[layer.name]
-            gamma, beta, mean, variance = norm.get_weights()
-            scale = gamma / np.sqrt(variance + norm.epsilon)
-            weights = [weights[0] * scale, (weights[1] - mean) * scale + beta]
-        if weights:
-            clone.build(layer.input.shape)
-            clone.set_weights(weights)
-        return clone
-
-    return keras.models.clone_model(model, clone_function=folded)
+    return keras.models.clone_model(
+        model, clone_function=lambda layer: PassThrough(name=layer.name)
+        if isinstance(layer, keras.layers.BatchNormalization) else layer)
 
 
 def probe_image(size: int) -> np.ndarray:

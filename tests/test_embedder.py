@@ -24,13 +24,15 @@ def test_folded_resnet_gives_the_same_features_without_any_normalisation_layer()
     import keras
 
     model = resnet_with_trained_like_statistics(keras)
-    folded = fold_batch_norm(keras, model)
     pixels = keras.applications.resnet50.preprocess_input(
         np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32"))
-    expected, got = model(pixels, training=False).numpy(), folded(pixels, training=False).numpy()
+    expected = model(pixels, training=False).numpy()
+    names = [layer.name for layer in model.layers[1:]]
+    folded = fold_batch_norm(keras, model)  # folds model's convolutions in place
+    got = folded(pixels, training=False).numpy()
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
-    assert [layer.name for layer in folded.layers[1:]] == [layer.name for layer in model.layers[1:]]
+    assert [layer.name for layer in folded.layers[1:]] == names
 
 
 def test_a_model_named_otherwise_is_left_as_it_is():
