@@ -1,0 +1,236 @@
+"""What the page and the API do with each event: plain values in (the components an event reads), plain values out
+(the components it writes). app.py lays the components out and wires the events to these handlers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from .images import ImageError
+from .photos import Photo, QueryPhotos
+from .search import ANY, Recommender, UnknownProduct
+
+__all__ = ["Page", "Product"]
+
+MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
+LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
+LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
+
+
+@dataclass(frozen=True)
+class Product:
+    """A query that is a catalog product ("more like this"), not a photo."""
+    id: str
+
+
+@dataclass
+class LiveState:
+    """One live viewer's memory: the last searched frame, small, and how many frames were searched and skipped."""
+    thumbnail: np.ndarray | None = None
+    searched: int = 0
+    skipped: int = 0
+
+
+class Page:
+    """The handlers. Page events write PAGE_OUTPUTS, in this order:
+    gallery, details (JSON), status, links, shown ids, current product, query vector, shown query product."""
+
+    def __init__(self, recommender: Recommender, photos: QueryPhotos):
+        self.recommender, self.photos = recommender, photos
+        self._last_photo: OrderedDict[str, str] = OrderedDict()  # session -> key of its last photo (not the photo)
+        self._last_photo_lock = threading.Lock()
+        self.examples = recommender.examples()
+
+    # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
+    def recommend(self, image: Photo | None, k: int = 8, gender: str = ANY, article_type: str = ANY,
+                  colour: str = ANY):
+        """Find the catalog products that look most like a photo.
+
+        Args:
+            image: a photo of a garment, shoe or accessory (JPEG, PNG, WebP, ...).
+            k: how many products to return, 1 to 50.
+            gender: only products for this gender (e.g. "Men", "Women"), or "All".
+            article_type: only this article type (e.g. "Tshirts", "Watches"), or "All".
+            colour: only this base colour (e.g. "Blue", "Black"), or "All".
+
+        Returns:
+            A gallery of (product image, caption) and the results, best first, each with id, name,
+            distance (euclidean, 0 = identical), similarity (cosine) and the catalog's metadata.
+        """
+        filters = _filters(gender, article_type, colour)
+        if image is None:
+            raise gr.Error(str(ImageError("No image was given: upload a photo, take one with the webcam, or paste "
+                                          "one.", "no image")))
+        try:
+            rows = self.recommender.matching_rows(filters)  # a bad filter is refused before the model runs
+            results = self.recommender.nearest(self.photos.vector(image), k, rows)
+        except (ImageError, UnknownProduct) as error:
+            raise gr.Error(str(error)) from None
+        finally:
+            self.photos.store.release(image.path)
+        return _gallery(results), _records(results)
+
+    def similar(self, id: str, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
+        """More like this: the catalog products most similar to catalog product `id` (never itself).
+
+        Args:
+            id: a product id from an earlier result.
+            k: how many products to return, 1 to 50.
+            gender: only products for this gender (e.g. "Men", "Women"), or "All".
+            article_type: only this article type (e.g. "Tshirts", "Watches"), or "All".
+            colour: only this base colour (e.g. "Blue", "Black"), or "All".
+
+        Returns:
+            A gallery of (product image, caption) and the results, best first, as for recommend.
+        """
+        results, _ = self._search(Product(str(id)), k, _filters(gender, article_type, colour))
+        return _gallery(results), _records(results)
+
+    # The page.
+    def search_photo(self, photo: Photo | None, k, gender, article_type, colour, request: gr.Request):
+        """A new photo or crop in the editor: search it; only its vector is kept (in the session, for re-runs)."""
+        if photo is None or self._seen(request.session_hash, photo.key):
+            return [gr.skip()] * 8  # the editor sends each photo in several events: the first one searches
+        started = time.perf_counter()
+        try:
+            vector = self.photos.vector(photo)
+        except ImageError as error:
+            raise gr.Error(str(error)) from None
+        return self._page(vector, k, gender, article_type, colour, started=started)
+
+    def cleared(self, request: gr.Request):
+        """The photo was removed: an empty page; the same photo uploaded again searches again."""
+        with self._last_photo_lock:
+            self._last_photo.pop(request.session_hash, None)
+        return [], [], "", "", [], None, None, gr.Image(visible=False)
+
+    def live_frame(self, frame: np.ndarray | None, k, gender, article_type, colour, live: LiveState | None):
+        """A frame of the live camera (decoded in memory, never written): searched unless it barely changed since
+        the last searched one. Writes PAGE_OUTPUTS and the viewer's LiveState."""
+        live = live or LiveState()
+        if frame is None:
+            return *[gr.skip()] * 8, live
+        thumbnail = np.asarray(Image.fromarray(frame).convert("L").resize((LIVE_THUMBNAIL, LIVE_THUMBNAIL)),
+                               dtype=np.float32)
+        if live.thumbnail is not None and np.abs(thumbnail - live.thumbnail).mean() < LIVE_MIN_CHANGE:
+            live.skipped += 1
+            return *[gr.skip()] * 8, live
+        started = time.perf_counter()
+        try:
+            vector = self.recommender.embedder.embed_image(frame)
+        except ImageError:
+            return *[gr.skip()] * 8, live
+        live.thumbnail, live.searched = thumbnail, live.searched + 1
+        outputs = self._page(vector, k, gender, article_type, colour, started=started)
+        outputs[2] = f"Live: {outputs[2]} (frame {live.searched}; {live.skipped} unchanged frames not searched)"
+        return *outputs, live
+
+    def rerun(self, current, vector, k, gender, article_type, colour):
+        """k, a filter or the button: search again for what is on show (a product, or the photo's vector)."""
+        if current:
+            return self.more_like(current, k, gender, article_type, colour)
+        if vector is None:
+            return [gr.skip()] * 8
+        outputs = self._page(vector, k, gender, article_type, colour)
+        outputs[7] = gr.skip()
+        return outputs
+
+    def more_like(self, product_id, k, gender, article_type, colour):
+        """A catalog product becomes the query: shown on the left, its neighbours on the right."""
+        product = self.recommender.product(product_id)
+        return self._page(Product(product.id), k, gender, article_type, colour)
+
+    def clicked(self, shown, k, gender, article_type, colour, event: gr.SelectData):
+        return self.more_like(shown[event.index], k, gender, article_type, colour)
+
+    def example_clicked(self, k, gender, article_type, colour, event: gr.SelectData):
+        return self.more_like(self.examples[event.index].id, k, gender, article_type, colour)
+
+    def opened(self, k, gender, article_type, colour, request: gr.Request):
+        """A shared link, ?item=<id>: show that product and the products like it."""
+        product_id = request.query_params.get("item") if request else None
+        if not product_id:
+            return [gr.skip()] * 8
+        if str(product_id) not in self.recommender.row_of_id:
+            gr.Warning(f"No product with id '{product_id}' in this catalog.")
+            return [gr.skip()] * 8
+        return self.more_like(product_id, k, gender, article_type, colour)
+
+    def _page(self, query, k, gender, article_type, colour, started=None) -> list:
+        """PAGE_OUTPUTS for `query`: a catalog Product or a photo's vector."""
+        results, status = self._search(query, k, _filters(gender, article_type, colour), started)
+        gallery = gr.Gallery(_gallery(results), selected_index=None)  # new results: no old selection shown
+        if isinstance(query, Product):
+            product = self.recommender.product(query.id)
+            shown_query = gr.Image(product.image_path, label=f"More like this: {product.name}", visible=True)
+            return [gallery, _records(results), status, _links(results), [r.id for r in results], query.id, None,
+                    shown_query]
+        return [gallery, _records(results), status, _links(results), [r.id for r in results], None, query,
+                gr.Image(visible=False)]
+
+    def _search(self, query, k, filters, started=None):
+        """(results, status text) for a catalog Product or a vector."""
+        started = started or time.perf_counter()
+        try:
+            if isinstance(query, Product):
+                results = self.recommender.similar(query.id, k, filters)
+            else:
+                results = self.recommender.nearest(query, k, self.recommender.matching_rows(filters))
+        except UnknownProduct as error:
+            raise gr.Error(str(error)) from None
+        milliseconds = (time.perf_counter() - started) * 1000
+        return results, _status(self.recommender, results, filters, milliseconds, query)
+
+    def _seen(self, session: str, key: str) -> bool:
+        """Whether `key` is the photo this session searched last (and remember it if not)."""
+        with self._last_photo_lock:  # the editor's repeated events for one photo may run at the same time
+            if self._last_photo.get(session) == key:
+                return True
+            self._last_photo[session] = key
+            self._last_photo.move_to_end(session)
+            if len(self._last_photo) > MAX_SESSIONS:
+                self._last_photo.popitem(last=False)
+            return False
+
+
+def _filters(gender, article_type, colour) -> dict:
+    return {"gender": gender, "article_type": article_type, "colour": colour}
+
+
+def _gallery(results) -> list[tuple[str, str]]:
+    return [(result.image_path, _caption(result)) for result in results]
+
+
+def _caption(result) -> str:
+    facts = [result.metadata.get("articleType"), result.metadata.get("baseColour"), f"{result.similarity:.0%} similar"]
+    return f"{result.name}\n{' · '.join(str(fact) for fact in facts if fact)}"
+
+
+def _records(results) -> list[dict]:
+    return [result.to_dict() for result in results]
+
+
+def _links(results) -> str:
+    if not results:
+        return ""
+    return "Share a result: " + " · ".join(f"[{number}](?item={quote(result.id)} \"{result.name}\")"
+                                           for number, result in enumerate(results, 1))
+
+
+def _status(recommender, results, filters, milliseconds, query) -> str:
+    chosen = [f"{name.replace('_', ' ')} = {value}" for name, value in filters.items() if value not in (None, "", ANY)]
+    rows = recommender.matching_rows(filters)
+    pool = len(recommender.items) if rows is None else len(rows)
+    subject = f"More like **{recommender.product(query.id).name}**: " if isinstance(query, Product) else ""
+    if not results:
+        return (f"{subject}**No product matches** {' and '.join(chosen)}. Set a filter back to {ANY}."
+                if chosen else f"{subject}No results.")
+    where = f" ({', '.join(chosen)})" if chosen else ""
+    return f"{subject}{len(results)} results from {pool:,} products{where} in {milliseconds:.0f} ms"

@@ -1,0 +1,282 @@
+"""The life of a query photo: uploaded into memory (never onto disk), read once, forgotten; only its vector is kept,
+by a hash of its bytes.
+
+Every file this app receives is a query photo (a page upload, a webcam snapshot, a paste, a crop, an API file), so
+`InMemoryUploads` answers Gradio's upload route itself and holds the bytes in `UploadStore` until the event that
+uses them reads them. Gradio's image editor uploads its layers again and again while a photo is on show (dozens of
+uploads for one photo, some after the last event): on disk they would stay until the app stops. Files that Gradio
+writes itself (an API image given as a URL, an MCP tool's base64 image) are read and deleted by `QueryPhotos.open`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "UploadStore", "VectorCache", "photo_editor", "photo_key",
+           "query_image"]
+
+UNREAD_SECONDS = 60  # an upload no event reads (the editor's repeats, a refused or abandoned request) is dropped then
+KEY_SECONDS = 600  # an upload's content key outlives its bytes: the editor's later events for one photo find its vector
+MAX_HELD_BYTES = 256 * 2**20  # uploads held at once; the oldest go first (a photo is a few MB at most)
+
+
+def photo_key(data: bytes) -> str:
+    """What the vector cache is keyed on: the photo's content, never a name Gradio or a URL chose."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class UploadStore:
+    """Uploaded files by the path Gradio's events refer to them by: bytes until read once, then only their key."""
+
+    def __init__(self, unread_seconds: float = UNREAD_SECONDS, key_seconds: float = KEY_SECONDS,
+                 max_bytes: int = MAX_HELD_BYTES):
+        self._entries: OrderedDict[str, list] = OrderedDict()  # path -> [key, bytes or None, time stored]
+        self._unread, self._key_life, self._max_bytes = unread_seconds, key_seconds, max_bytes
+        self._lock = threading.Lock()
+
+    def put(self, path: str, data: bytes, keep_bytes: bool = True) -> None:
+        """Hold `data` under `path` (only its key with keep_bytes=False: a photo whose vector is known already)."""
+        with self._lock:
+            self._entries[path] = [photo_key(data), data if keep_bytes else None, time.monotonic()]
+            self._entries.move_to_end(path)
+            self._expire()
+
+    def take(self, path: str) -> tuple[str, bytes | None] | None:
+        """(key, bytes) of the upload at `path`, bytes None once released; None for a path never uploaded here (or
+        long expired)."""
+        with self._lock:
+            self._expire()
+            entry = self._entries.get(str(path))
+            return None if entry is None else (entry[0], entry[1])
+
+    def release(self, path: str) -> None:
+        """The photo has been used (its vector is cached) or refused: drop its bytes, keep its key."""
+        with self._lock:
+            entry = self._entries.get(str(path))
+            if entry is not None:
+                entry[1] = None
+
+    def held_bytes(self) -> int:
+        with self._lock:
+            self._expire()
+            return sum(len(entry[1]) for entry in self._entries.values() if entry[1] is not None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire()
+            return len(self._entries)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        held = 0
+        for path in reversed(self._entries):  # newest first: over the byte budget, the oldest bytes go
+            entry = self._entries[path]
+            if entry[1] is not None:
+                if now - entry[2] > self._unread or held + len(entry[1]) > self._max_bytes:
+                    entry[1] = None
+                else:
+                    held += len(entry[1])
+        while self._entries and now - next(iter(self._entries.values()))[2] > self._key_life:
+            self._entries.popitem(last=False)
+
+
+class InMemoryUploads:
+    """ASGI middleware: answers Gradio's upload route (POST .../gradio_api/upload, multipart "files") like Gradio
+    does, with a path in Gradio's upload folder, but holds the bytes in `photos.store` instead of writing them, and
+    only the key of a photo whose vector is known already. Everything else goes to the app."""
+
+    def __init__(self, app, photos: "QueryPhotos", upload_dir: str, max_bytes: int):
+        self.app, self.photos, self.upload_dir, self.max_bytes = app, photos, Path(upload_dir), max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/gradio_api/upload"):
+            return await self.app(scope, receive, send)
+        status, body = await self._upload(scope, receive)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json" if status == 200 else b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _upload(self, scope, receive) -> tuple[int, bytes]:
+        from starlette.formparsers import MultiPartException, MultiPartParser
+        from starlette.requests import Request
+
+        class InMemoryParser(MultiPartParser):
+            spool_max_size = self.max_bytes + 1  # a file part stays in memory up to the size we accept at all
+
+        request = Request(scope, receive)
+        if "multipart/form-data" not in request.headers.get("content-type", ""):
+            return 400, b"Invalid content type."
+        too_large = f"File size exceeds the maximum allowed size of {self.max_bytes // 2**20} MB.".encode()
+        if int(request.headers.get("content-length") or 0) > self.max_bytes + 65536:  # + the multipart framing
+            return 413, too_large
+        try:
+            form = await InMemoryParser(request.headers, _limited(request.stream(), self.max_bytes + 65536),
+                                        max_files=100, max_fields=100).parse()
+        except _TooLarge:
+            return 413, too_large
+        except MultiPartException as error:
+            return 400, error.message.encode()
+        paths = []
+        for upload in form.getlist("files"):
+            if isinstance(upload, str):
+                continue
+            data = await upload.read()
+            await upload.close()
+            if len(data) > self.max_bytes:
+                return 413, too_large
+            from gradio_client.utils import strip_invalid_filename_characters
+
+            name = strip_invalid_filename_characters(Path(upload.filename or "").name) or "photo"
+            key = photo_key(data)
+            path = str(self.upload_dir / key / name)
+            self.photos.store.put(path, data, keep_bytes=self.photos.cache.get(key) is None)
+            paths.append(path)
+        return 200, json.dumps(paths).encode()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _limited(stream, limit: int):
+    """The request body, refused once it grows past `limit` bytes (a client may lie about Content-Length)."""
+    seen = 0
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge()
+        yield chunk
+
+
+class Photo(NamedTuple):
+    """A query photo as an event hands it over: its content key, its bytes (None once used by an earlier event of
+    the same photo), and the path it was uploaded under."""
+    key: str
+    data: bytes | None
+    path: str
+
+
+class QueryPhotos:
+    """Where a handler gets a photo's vector: from the vector cache by content, or by embedding the bytes once."""
+
+    def __init__(self, embed, store: UploadStore | None = None, cache: "VectorCache | None" = None):
+        self.embed, self.store, self.cache = embed, store or UploadStore(), cache or VectorCache()
+
+    def open(self, path: str | Path) -> Photo:
+        """The photo at `path`: from the upload store, or read from disk (a file Gradio wrote itself: an API
+        image given as a URL, an MCP tool's base64 image) and deleted at once, with its folder."""
+        path = str(path)
+        held = self.store.take(path)
+        if held is None:
+            file = Path(path)
+            try:
+                data = file.read_bytes()
+            except OSError:
+                data = b""
+            finally:
+                _delete(file)
+            held = (photo_key(data), data)
+        _drop_from_gradio_lists(path)
+        return Photo(*held, path)
+
+    def discard(self, path: str | Path) -> None:
+        """A part of an upload no search needs (the editor's background and layers)."""
+        photo = self.open(path)
+        self.store.release(photo.path)
+
+    def vector(self, photo: Photo) -> np.ndarray:
+        """(dims,) vector of `photo`; raises images.ImageError for bytes that are not a usable image."""
+        from .images import ImageError
+
+        try:
+            vector = self.cache.get(photo.key)
+            if vector is None:
+                if photo.data is None:
+                    raise ImageError("This photo was already searched and is no longer held; send it again.",
+                                     "no image")
+                vector = self.embed(photo.data)
+                self.cache.put(photo.key, vector)
+            return vector
+        finally:
+            self.store.release(photo.path)  # used or refused: its bytes go, its key stays
+
+
+def _delete(file: Path) -> None:
+    file.unlink(missing_ok=True)
+    try:
+        file.parent.rmdir()  # Gradio's per-file folder, named by a hash of the bytes or the URL
+    except OSError:
+        pass  # not empty, or gone
+
+
+def _drop_from_gradio_lists(path: str) -> None:
+    """Gradio remembers every path a request used, to delete it at shutdown, and never forgets one: ours are gone
+    already, and the lists would grow with every photo."""
+    from gradio.context import LocalContext
+
+    blocks = LocalContext.blocks.get(None)
+    if blocks is None:
+        return
+    blocks.upload_file_set.discard(path)
+    for block in blocks.blocks.values():
+        temp_files = getattr(block, "temp_files", None)
+        if temp_files:
+            temp_files.discard(path)
+
+
+def query_image(photos: QueryPhotos, **options):
+    """gr.Image for the API whose value, for the handler, is a `Photo`: the file is never opened by Gradio, so EXIF,
+    alpha and CMYK are handled in one place (recommender.images) and a file Gradio cannot open gets our message.
+    (Wrapped, not subclassed: Gradio writes a .pyi stub next to every component subclass.)"""
+    import gradio as gr
+
+    image = gr.Image(type="filepath", image_mode=None, **options)
+    image.preprocess = lambda payload: None if payload is None or not payload.path else photos.open(payload.path)
+    return image
+
+
+def photo_editor(photos: QueryPhotos, **options):
+    """gr.ImageEditor whose value, for the handler, is the `Photo` of its composite (the photo as cropped); the
+    background and layers it also uploads are dropped unread."""
+    import gradio as gr
+
+    editor = gr.ImageEditor(type="filepath", **options)
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        for part in [payload.background, *(payload.layers or [])]:
+            if part is not None and part.path:
+                photos.discard(part.path)
+        return photos.open(payload.composite.path) if payload.composite is not None else None
+
+    editor.preprocess = preprocess
+    return editor
+
+
+class VectorCache:
+    """The vectors of recent photos by content key (never the photos): the editor's repeated events for one photo,
+    and a photo sent again, cost no model call. Shared by all sessions: the same bytes give the same vector."""
+
+    def __init__(self, size: int = 256):
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size, self._lock = size, threading.Lock()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            return self._vectors.get(key)
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._vectors[key] = vector
+            self._vectors.move_to_end(key)
+            if len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
