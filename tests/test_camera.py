@@ -1,0 +1,133 @@
+"""The camera as a person uses it: Chromium's fake camera, fed from a video of catalog products, on the real page."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from app_process import RunningApp
+from fake_camera import frame_showing, write_y4m
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="needs Debian's chromium: apt-get install -y chromium")
+WAIT = 60_000  # ms; the first query of a fresh app traces the model
+QUIET_SECONDS = 3  # no request in flight, and none started, for this long: every event the page sent is answered
+
+
+@pytest.fixture
+def served(built_index, tmp_path):
+    """The app in its own process with its own Gradio temp folder, so that what a test leaves there is its own."""
+    running = RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")},
+                         tmp_path / "app.log").wait_until_ready()
+    running.temp_dir = tmp_path / "gradio"
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def camera_page(app, video: Path, playwright):
+    """A page whose camera shows `video` (looped), the camera permission granted; (browser, page, quiet)."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
+    context = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    in_flight, last_start = set(), [time.monotonic()]
+
+    def started(request):
+        if "/queue/data" not in request.url and "/heartbeat/" not in request.url:  # long-lived event streams
+            in_flight.add(request)
+            last_start[0] = time.monotonic()
+
+    def ended(request):
+        in_flight.discard(request)
+
+    page.on("request", started)
+    page.on("requestfinished", ended)
+    page.on("requestfailed", ended)
+
+    def wait_for_quiet(timeout: float = 60):
+        """Until no request is in flight and none has started for QUIET_SECONDS: the editor's late uploads
+        included."""
+        deadline = time.monotonic() + timeout
+        while in_flight or time.monotonic() - last_start[0] < QUIET_SECONDS:
+            assert time.monotonic() < deadline, f"still busy: {[request.url for request in in_flight]}"
+            page.wait_for_timeout(250)  # lets playwright deliver the request events
+
+    page.goto(app.url)
+    page.locator("#photo canvas").first.wait_for(timeout=WAIT)
+    return browser, page, wait_for_quiet
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
+
+
+def start_camera(page, component: str):
+    """Click to Access Webcam, then wait until the camera's picture plays, as a person waits to see it."""
+    page.locator(component).get_by_text("Click to Access Webcam").click()
+    page.wait_for_function("selector => document.querySelector(selector + ' video')?.readyState >= 2",
+                           arg=component, timeout=WAIT)
+
+
+def top_result(page) -> str:
+    return page.locator("#results .thumbnail-item").first.locator("img").get_attribute("alt").split("\n")[0]
+
+
+def wait_for_top_result(page, name: str):
+    try:
+        page.wait_for_function("name => (document.querySelector('#results .thumbnail-item img')?.alt || '')"
+                               ".startsWith(name)", arg=name, timeout=WAIT)
+    except Exception:
+        shown = top_result(page) if page.locator("#results .thumbnail-item").count() else "no results"
+        raise AssertionError(f"the first result never became {name!r}; it is {shown!r}") from None
+
+
+def test_a_webcam_snapshot_finds_the_product_and_leaves_no_photo(served, catalog_rows, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    product = catalog_rows[30]
+    video = write_y4m(tmp_path / "camera.y4m", [frame_showing(product["image"])] * 5)
+    with sync_playwright() as playwright:
+        browser, page, wait_for_quiet = camera_page(served, video, playwright)
+        page.locator("#photo button[aria-label=Webcam]").click()
+        start_camera(page, "#photo")
+        page.locator("#photo button[aria-label='capture photo']").click(timeout=WAIT)
+        wait_for_top_result(page, product["productDisplayName"])
+        assert page.locator("#results .thumbnail-item").count() == 8
+        wait_for_quiet()
+        assert files_in(served.temp_dir) == []
+        page.wait_for_timeout(5000)  # anything the page still sends late
+        wait_for_quiet()
+        assert files_in(served.temp_dir) == []
+        browser.close()
+    served.stop()
+    assert files_in(served.temp_dir) == []
+
+
+def test_live_results_follow_the_camera_from_one_product_to_another(served, catalog_rows, tmp_path):
+    """A video that shows product A for 3 s, then product B for 3 s (looped): after one click on Record, the results
+    move from A's neighbours to B's, with nothing kept on disk."""
+    from playwright.sync_api import sync_playwright
+
+    first, second = catalog_rows[30], catalog_rows[23]  # a red cap, then a blue watch
+    frames = [frame_showing(first["image"])] * 15 + [frame_showing(second["image"])] * 15
+    video = write_y4m(tmp_path / "camera.y4m", frames)
+    with sync_playwright() as playwright:
+        browser, page, wait_for_quiet = camera_page(served, video, playwright)
+        page.get_by_role("tab", name="Live").click()
+        start_camera(page, "#live")
+        page.locator("#live button[aria-label='capture photo']").click(timeout=WAIT)  # "Record": starts the stream
+        wait_for_top_result(page, first["productDisplayName"])
+        wait_for_top_result(page, second["productDisplayName"])
+        status = page.locator("#status").inner_text()
+        assert status.startswith("Live: 8 results"), status
+        wait_for_top_result(page, first["productDisplayName"])  # and back, as the video loops
+        assert files_in(served.temp_dir) == []
+        page.locator("#live button[aria-label='capture photo']").click()  # now "Stop"
+        wait_for_quiet()
+        browser.close()
+    assert files_in(served.temp_dir) == []
