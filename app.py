@@ -34,7 +34,7 @@ from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
 from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
-LIVE_CONCURRENCY = 1  # live frames of all viewers share one model slot, so a photo search always finds the other
+LIVE_VIEWERS = 8  # live streams at once (a stream holds its slot until stopped); more wait in the queue
 LIVE_EVERY = 0.3  # seconds between a live viewer's frames: ~3 searches a second when the picture changes
 LIVE_MINUTES = 5  # a live session stops after this; one click starts it again
 MAX_QUEUE = int(os.environ.get("MAX_QUEUE", "64"))  # more waiting requests are refused at once ("queue is full")
@@ -105,7 +105,7 @@ def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> g
               trigger_mode="multiple", **private)
         photo.clear(page.cleared, None, page_outputs, **private)
         live.stream(page.live_frame, [live, *controls, live_state], [*page_outputs, live_state],
-                    stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_CONCURRENCY,
+                    stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
                     concurrency_id="live", show_progress="hidden", **private)
         gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept

@@ -22,6 +22,7 @@ __all__ = ["Page", "Product"]
 MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
+LIVE_MODEL_SLOTS = 1  # live frames of all viewers take turns on one model call, so photo searches keep the other
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Page:
         self._last_photo: OrderedDict[str, str] = OrderedDict()  # session -> key of its last photo (not the photo)
         self._last_photo_lock = threading.Lock()
         self.examples = recommender.examples()
+        self._live_model = threading.Semaphore(LIVE_MODEL_SLOTS)
 
     # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
     def recommend(self, image: Photo | None, k: int = 8, gender: str = ANY, article_type: str = ANY,
@@ -124,7 +126,8 @@ class Page:
             return *[gr.skip()] * 8, live
         started = time.perf_counter()
         try:
-            vector = self.recommender.embedder.embed_image(frame)
+            with self._live_model:
+                vector = self.recommender.embedder.embed_image(frame)
         except ImageError:
             return *[gr.skip()] * 8, live
         live.thumbnail, live.searched = thumbnail, live.searched + 1

@@ -113,7 +113,7 @@ def test_live_results_follow_the_camera_from_one_product_to_another(served, cata
     move from A's neighbours to B's, with nothing kept on disk."""
     from playwright.sync_api import sync_playwright
 
-    first, second = catalog_rows[30], catalog_rows[23]  # a red cap, then a blue watch
+    first, second = catalog_rows[30], catalog_rows[23]  # a red cap, then a green watch
     frames = [frame_showing(first["image"])] * 15 + [frame_showing(second["image"])] * 15
     video = write_y4m(tmp_path / "camera.y4m", frames)
     with sync_playwright() as playwright:
