@@ -1,19 +1,18 @@
 """The camera as a person uses it: Chromium's fake camera, fed from a video of catalog products, on the real page."""
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from app_process import RunningApp
+from app_process import ROOT, RunningApp
 from fake_camera import frame_showing, write_y4m
+from quiet import quiet_waiter
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="needs Debian's chromium: apt-get install -y chromium")
 WAIT = 60_000  # ms; the first query of a fresh app traces the model
-QUIET_SECONDS = 3  # no request in flight, and none started, for this long: every event the page sent is answered
 
 
 @pytest.fixture
@@ -35,28 +34,7 @@ def camera_page(app, video: Path, playwright):
         "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
     context = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 1000})
     page = context.new_page()
-    in_flight, last_start = set(), [time.monotonic()]
-
-    def started(request):
-        if "/queue/data" not in request.url and "/heartbeat/" not in request.url:  # long-lived event streams
-            in_flight.add(request)
-            last_start[0] = time.monotonic()
-
-    def ended(request):
-        in_flight.discard(request)
-
-    page.on("request", started)
-    page.on("requestfinished", ended)
-    page.on("requestfailed", ended)
-
-    def wait_for_quiet(timeout: float = 60):
-        """Until no request is in flight and none has started for QUIET_SECONDS: the editor's late uploads
-        included."""
-        deadline = time.monotonic() + timeout
-        while in_flight or time.monotonic() - last_start[0] < QUIET_SECONDS:
-            assert time.monotonic() < deadline, f"still busy: {[request.url for request in in_flight]}"
-            page.wait_for_timeout(250)  # lets playwright deliver the request events
-
+    wait_for_quiet = quiet_waiter(page)
     page.goto(app.url)
     page.locator("#photo canvas").first.wait_for(timeout=WAIT)
     return browser, page, wait_for_quiet
@@ -125,6 +103,7 @@ def test_live_results_follow_the_camera_from_one_product_to_another(served, cata
         wait_for_top_result(page, second["productDisplayName"])
         status = page.locator("#status").inner_text()
         assert status.startswith("Live: 8 results"), status
+        page.screenshot(path=str(ROOT / "docs" / "screenshot-live.png"))  # the README's
         wait_for_top_result(page, first["productDisplayName"])  # and back, as the video loops
         assert files_in(served.temp_dir) == []
         page.locator("#live button[aria-label='capture photo']").click()  # now "Stop"
