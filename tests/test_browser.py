@@ -208,5 +208,33 @@ def test_no_photo_from_the_page_is_kept(open_page, app, tmp_path):
     wait_for_status(page, "colour = Red")
 
 
+def test_a_pasted_photo_is_searched_and_not_kept(browser, app, catalog_rows, tmp_path):
+    """Copy a photo, click the editor's Paste: the product is found, and nothing is left in Gradio's folder."""
+    import base64
+    import io as bytes_io
+
+    product = catalog_rows[12]
+    png = bytes_io.BytesIO()
+    product["image"].save(png, format="PNG")
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = context.new_page()
+        page.goto(app.url)
+        page.locator("#photo canvas").first.wait_for(timeout=WAIT)
+        wait_for_quiet = quiet_waiter(page)
+        page.evaluate("""async data => { const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            await navigator.clipboard.write([new ClipboardItem({'image/png': new Blob([bytes], {type: 'image/png'})})]);
+        }""", base64.b64encode(png.getvalue()).decode())
+        page.locator("#photo button[aria-label=Paste]").click()
+        wait_for_status(page, "8 results")
+        assert name_of(results(page).first) == product["productDisplayName"]
+        wait_for_quiet()
+        page.wait_for_timeout(3000)
+        wait_for_quiet()
+        assert files_in(app.temp_dir) == []
+    finally:
+        context.close()
+
+
 def files_in(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []

@@ -86,6 +86,36 @@ def test_a_webcam_snapshot_finds_the_product_and_leaves_no_photo(served, catalog
     assert files_in(served.temp_dir) == []
 
 
+def test_the_snapshot_is_the_cameras_true_picture(served, tmp_path):
+    """Gradio mirrors the picture it captures, not only the preview, when its webcam option `mirror` is on: a frame
+    red on the left and blue on the right must reach the editor (whose composite is what is searched) that way
+    round."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    frame = np.full((480, 640, 3), 255, np.uint8)
+    frame[120:360, 40:280] = (220, 20, 20)
+    frame[120:360, 360:600] = (20, 20, 220)
+    video = write_y4m(tmp_path / "camera.y4m", [frame] * 5)
+    with sync_playwright() as playwright:
+        browser, page, wait_for_quiet = camera_page(served, video, playwright)
+        page.locator("#photo button[aria-label=Webcam]").click()
+        start_camera(page, "#photo")
+        page.locator("#photo button[aria-label='capture photo']").click(timeout=WAIT)
+        page.locator("#results .thumbnail-item").first.wait_for(timeout=WAIT)
+        shown = np.asarray(Image.open(io.BytesIO(page.locator("#photo canvas").first.screenshot())).convert("RGB"),
+                           dtype=int)
+        wait_for_quiet()
+        browser.close()
+    red = (shown[..., 0] > 150) & (shown[..., 2] < 100)
+    blue = (shown[..., 2] > 150) & (shown[..., 0] < 100)
+    assert red.sum() > 100 and blue.sum() > 100
+    assert np.nonzero(red)[1].mean() < np.nonzero(blue)[1].mean()  # red on the left, as the camera sees it
+
+
 def test_live_results_follow_the_camera_from_one_product_to_another(served, catalog_rows, tmp_path):
     """A video that shows product A for 3 s, then product B for 3 s (looped): after one click on Record, the results
     move from A's neighbours to B's, with nothing kept on disk."""
