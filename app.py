@@ -29,7 +29,7 @@ from recommender.catalog import CatalogUnavailable  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.page import LiveState, Page  # noqa: E402
-from recommender.photos import InMemoryUploads, QueryPhotos, photo_editor, query_image  # noqa: E402
+from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, photo_editor, query_image  # noqa: E402,E501
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
 from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
 
@@ -134,6 +134,7 @@ def main() -> None:
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.
+    delete_mcp_copies(photos)
     uploads = Middleware(InMemoryUploads, photos=photos, upload_dir=get_upload_folder(),
                          max_bytes=MAX_UPLOAD_MB * 2**20)
     demo.launch(max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True, run_history=False,

@@ -97,9 +97,14 @@ class InMemoryUploads:
         self.app, self.photos, self.upload_dir, self.max_bytes = app, photos, Path(upload_dir), max_bytes
 
     async def __call__(self, scope, receive, send):
+        from starlette.requests import ClientDisconnect
+
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/gradio_api/upload"):
             return await self.app(scope, receive, send)
-        status, body = await self._upload(scope, receive)
+        try:
+            status, body = await self._upload(scope, receive)
+        except ClientDisconnect:
+            return  # the tab closed mid-upload: nothing was stored, and nobody is there to answer
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json" if status == 200 else b"text/plain")]})
         await send({"type": "http.response.body", "body": body})
@@ -136,6 +141,7 @@ class InMemoryUploads:
 
             name = strip_invalid_filename_characters(Path(upload.filename or "").name) or "photo"
             key = photo_key(data)
+            self.photos.forget_disk_copies(key)
             path = str(self.upload_dir / key / name)
             self.photos.store.put(path, data, keep_bytes=self.photos.cache.get(key) is None)
             paths.append(path)
@@ -169,6 +175,24 @@ class QueryPhotos:
 
     def __init__(self, embed, store: UploadStore | None = None, cache: "VectorCache | None" = None):
         self.embed, self.store, self.cache = embed, store or UploadStore(), cache or VectorCache()
+        self._disk_copies: dict[str, set[Path]] = {}  # content key -> files Gradio wrote that will be uploaded
+        self._disk_copies_lock = threading.Lock()
+
+    def expect_upload_of(self, path: str | Path) -> None:
+        """`path` is a photo Gradio wrote to disk only to upload it to this app again (its MCP server does that
+        with a base64 image): delete it when that upload arrives."""
+        try:
+            key = photo_key(Path(path).read_bytes())
+        except OSError:
+            return
+        with self._disk_copies_lock:
+            self._disk_copies.setdefault(key, set()).add(Path(path))
+
+    def forget_disk_copies(self, key: str) -> None:
+        with self._disk_copies_lock:
+            copies = self._disk_copies.pop(key, ())
+        for file in copies:
+            _delete(file)
 
     def open(self, path: str | Path) -> Photo:
         """The photo at `path`: from the upload store, or read from disk (a file Gradio wrote itself: an API
@@ -230,6 +254,37 @@ def _drop_from_gradio_lists(path: str) -> None:
         temp_files = getattr(block, "temp_files", None)
         if temp_files:
             temp_files.discard(path)
+
+
+def delete_mcp_copies(photos: QueryPhotos) -> None:
+    """Gradio's MCP server saves a tool's base64 image to its temp folder, then uploads that file to the app
+    through its own client (so the event gets our in-memory upload) and never deletes it: have each such file
+    deleted as soon as its upload arrives."""
+    from gradio.mcp import GradioMCPServer
+
+    convert = GradioMCPServer.convert_strings_to_filedata
+    if getattr(convert, "deletes_copies", False):
+        return
+
+    def convert_and_expect_uploads(self, value, filedata_positions):
+        converted = convert(self, value, filedata_positions)
+        for path in _file_paths(converted):
+            if not path.startswith(("http://", "https://")):
+                photos.expect_upload_of(path)
+        return converted
+
+    convert_and_expect_uploads.deletes_copies = True
+    GradioMCPServer.convert_strings_to_filedata = convert_and_expect_uploads
+
+
+def _file_paths(value) -> list[str]:
+    """The paths of the FileData dicts in a nested value."""
+    if isinstance(value, dict):
+        return [value["path"]] if isinstance(value.get("path"), str) else [
+            path for item in value.values() for path in _file_paths(item)]
+    if isinstance(value, (list, tuple)):
+        return [path for item in value for path in _file_paths(item)]
+    return []
 
 
 def query_image(photos: QueryPhotos, **options):
