@@ -1,4 +1,5 @@
-"""ResNet50 image embeddings: (n, size, size, 3) uint8 in, (n, 2048) float32 L2-normalised vectors out."""
+"""ResNet50 image embeddings: (n, size, size, 3) uint8 in, (n, 2048) float32 L2-normalised vectors out, and with
+them the grid cell each of the 2048 values was pooled from (what recommender.explain splits a similarity over)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .config import Settings
 from .images import fit_square, to_rgb
 from .index import sha256
 
-__all__ = ["DIMS", "Embedder", "WeightsUnavailable", "fold_batch_norm", "probe_image"]
+__all__ = ["DIMS", "Embedder", "WeightsUnavailable", "fold_batch_norm", "max_pool_with_cells", "probe_image"]
 
 DIMS = 2048  # ResNet50's last block has 2048 channels; global max pooling keeps one value per channel
 PRECISIONS = {"float32": "float32", "bf16": "mixed_bfloat16"}  # --precision -> Keras dtype policy
@@ -23,8 +24,8 @@ class WeightsUnavailable(RuntimeError):
 
 
 class Embedder:
-    """ResNet50 (no top, global max pooling) with its own preprocessing, so a model is never paired with
-    the wrong transform. `weights` is "imagenet", a path to a Keras weights file, or "random"."""
+    """ResNet50 (no top; global max pooling by `max_pool_with_cells`) with its own preprocessing, so a model is never
+    paired with the wrong transform. `weights` is "imagenet", a path to a Keras weights file, or "random"."""
 
     def __init__(self, settings: Settings = Settings()):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our progress
@@ -34,13 +35,18 @@ class Embedder:
         self.settings = settings
         self.size = settings.image_size
         self._weights_sha256 = None
+        # ResNet50 without its pooling: (n, grid, grid, 2048). Pooling it here gives the vector and, from the same
+        # forward, the cell each channel's maximum is in.
         self.model = self._load_model(keras, settings)
+        self.grid = int(self.model.output.shape[1])  # 7 at 224 px: ResNet50 downsamples by 32
+        if self.grid * self.grid > 256:
+            raise ValueError(f"image_size {self.size} is too large: cells are stored as uint8, up to 512 px")
 
         @tf.function(input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.uint8)])
         def _embed(batch):
             pixels = keras.applications.resnet50.preprocess_input(tf.cast(batch, tf.float32))
-            features = tf.cast(self.model(pixels, training=False), tf.float32)  # (n, 2048), global max pooling
-            return tf.math.l2_normalize(features, axis=1)  # unit length: euclidean distance ranks like cosine
+            vectors, cells = max_pool_with_cells(tf, tf.cast(self.model(pixels, training=False), tf.float32))
+            return tf.math.l2_normalize(vectors, axis=1), cells  # unit length: euclidean distance ranks like cosine
 
         self._embed = _embed
 
@@ -63,7 +69,7 @@ class Embedder:
             # weights stay float32 whatever the policy; "mixed_bfloat16" computes the layers in bfloat16
             keras.mixed_precision.set_dtype_policy(PRECISIONS[settings.precision])
             model = keras.applications.ResNet50(
-                weights=weights, include_top=False, pooling="max", input_shape=(self.size, self.size, 3)
+                weights=weights, include_top=False, pooling=None, input_shape=(self.size, self.size, 3)
             )
         except Exception as error:  # Keras raises a bare Exception for a failed download
             if settings.weights == "imagenet":
@@ -102,11 +108,25 @@ class Embedder:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(n, size, size, 3) uint8 -> (n, 2048) float32, each row of unit length."""
-        return self._embed(batch).numpy()
+        return self._embed(batch)[0].numpy()
+
+    def embed_with_cells(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, size, size, 3) uint8 -> the vectors, as `embed`, and (n, 2048) uint8 cells: for each channel, the
+        cell (row * grid + column) of the grid over the model's square input that its pooled value comes from."""
+        vectors, cells = self._embed(batch)
+        return vectors.numpy(), cells.numpy()
 
     def embed_image(self, image) -> np.ndarray:
         """One image of any kind -> (2048,) float32."""
         return self.embed(self.prepare(image)[None])[0]
+
+
+def max_pool_with_cells(tf, features):
+    """Global max pooling of (n, grid, grid, channels) features -> (n, channels) maxima and (n, channels) uint8
+    cells, row * grid + column of each maximum (the first of equal ones). uint8: a grid of up to 16x16 (512 px)."""
+    _, rows, columns, channels = features.shape
+    flat = tf.reshape(features, [-1, rows * columns, channels])
+    return tf.reduce_max(flat, axis=1), tf.cast(tf.argmax(flat, axis=1), tf.uint8)
 
 
 def fold_batch_norm(keras, model):
