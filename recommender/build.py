@@ -74,8 +74,9 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
     embedder = embedder or Embedder(settings)
     out = Path(out)
     files = IndexFiles(out.with_name(f".{out.name}.building"))
+    # parts saved by a build before cells were kept have none: "cells" makes such a build start over
     checkpoint = Checkpoint(files.root, {"dataset": catalog.source, "embedder": embedder.identity,
-                                         "batch_size": batch_size, "format": FORMAT_VERSION})
+                                         "batch_size": batch_size, "format": FORMAT_VERSION, "cells": True})
     summary = BuildSummary(out=out)
     try:
         files.images.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,7 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
                               f"{dict(summary.skipped) or 'the catalog is empty'}.")
         print(f"Building the Annoy index ({settings.trees} trees over {len(items)} vectors)...", flush=True)
         write_index(files, np.concatenate(saved.vectors), items, embedder, settings, catalog.source,
-                    dict(summary.skipped))
+                    dict(summary.skipped), cells=np.concatenate(saved.cells))
         checkpoint.remove()
         summary.size_bytes = sum(p.stat().st_size for p in files.root.rglob("*") if p.is_file())
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,10 +133,11 @@ def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summ
                     continue
                 seen_ids.add(product_id)
                 accepted.append(prepared)
-            vectors = embedder.embed(np.stack([p.pixels for p in accepted])) if accepted else None
+            vectors, cells = (embedder.embed_with_cells(np.stack([p.pixels for p in accepted])) if accepted
+                              else (None, None))
             for row, prepared in enumerate(accepted, start=len(saved.items)):
                 files.image(row).write_bytes(prepared.thumbnail)
-            checkpoint.save(saved, vectors, [{"id": p.product.id, **p.product.metadata} for p in accepted],
+            checkpoint.save(saved, vectors, cells, [{"id": p.product.id, **p.product.metadata} for p in accepted],
                             skipped, len(batch))
             read_now += len(batch)
             bar.update(len(batch))
@@ -145,11 +147,14 @@ def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summ
 
 
 def write_index(files: IndexFiles, vectors: np.ndarray, items: list[dict], embedder: Embedder, settings: Settings,
-                source: dict, skipped: dict) -> VectorIndex:
+                source: dict, skipped: dict, cells: np.ndarray | None = None) -> VectorIndex:
     """Write everything but the thumbnails (images/<row>.jpg, already there) of an index of `vectors` and their
-    `items`, the manifest last."""
+    `items`, the manifest last. Without `cells` (vectors that no model pooled) the index has no cells.npy:
+    explanations then embed a product's thumbnail when asked."""
     index = VectorIndex.build(vectors, settings.trees, settings.coarse_dims, settings.seed)
     index.save(files)
+    if cells is not None:
+        np.save(files.cells, cells, allow_pickle=False)
     _write_items(files, items)
     np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
     _remove_extra_images(files, len(items))

@@ -21,12 +21,14 @@ class Progress:
     consumed: int = 0  # catalog rows read (indexed or skipped): where the catalog stream resumes
     batches: int = 0
     vectors: list = field(default_factory=list)  # one (n, dims) float32 array per batch
+    cells: list = field(default_factory=list)  # one (n, dims) uint8 array per batch: where each maximum was
     items: list = field(default_factory=list)  # one metadata dict per indexed product, in row order
     skipped: list = field(default_factory=list)  # (reason, product id) per skipped row
 
 
 class Checkpoint:
-    """parts/<batch>.npy (vectors) and parts/<batch>.json (items, skips) in the build's staging folder, and
+    """parts/<batch>.npy (vectors), parts/<batch>.cells.npy (their cells) and parts/<batch>.json (items, skips) in
+    the build's staging folder, and
     progress.json, replaced atomically after each batch: a batch counts only once all of it is on disk."""
 
     def __init__(self, root: Path, key: dict):
@@ -50,22 +52,26 @@ class Checkpoint:
             vectors = np.load(self.parts / f"{batch:06d}.npy", allow_pickle=False)
             if vectors.size:  # a batch whose every row was skipped has none
                 progress.vectors.append(vectors)
+                progress.cells.append(np.load(self.parts / f"{batch:06d}.cells.npy", allow_pickle=False))
             part = json.loads((self.parts / f"{batch:06d}.json").read_text())
             progress.items += part["items"]
             progress.skipped += [tuple(skip) for skip in part["skipped"]]
         return progress
 
-    def save(self, progress: Progress, vectors: np.ndarray | None, items: list[dict], skipped: list[tuple],
-             rows_read: int) -> None:
+    def save(self, progress: Progress, vectors: np.ndarray | None, cells: np.ndarray | None, items: list[dict],
+             skipped: list[tuple], rows_read: int) -> None:
         """Add one batch: its files first, then the progress that makes it count."""
         batch = progress.batches
         np.save(self.parts / f"{batch:06d}.npy", vectors if vectors is not None else np.zeros((0, 0), np.float32),
                 allow_pickle=False)
+        if vectors is not None:
+            np.save(self.parts / f"{batch:06d}.cells.npy", cells, allow_pickle=False)
         (self.parts / f"{batch:06d}.json").write_text(json.dumps({"items": items, "skipped": skipped}))
         progress.consumed += rows_read
         progress.batches += 1
         if vectors is not None:
             progress.vectors.append(vectors)
+            progress.cells.append(cells)
         progress.items += items
         progress.skipped += skipped
         temporary = self.progress_file.with_suffix(".tmp")

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "read_manifest", "swap_into_place"]
+__all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "load_cells", "read_manifest",
+           "swap_into_place"]
 
-FORMAT_VERSION = 3  # 2: the manifest records each file's size and checksum; 3: Annoy over PCA-reduced vectors
+# 2: the manifest records each file's size and checksum; 3: Annoy over PCA-reduced vectors. cells.npy came later
+# and is optional (an index without it serves, explanations embed the product's thumbnail), so still 3.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 SAME_IMAGE = 1e-3  # vectors closer than this are one picture (a copy or a re-encoding): shown once
 PCA_SAMPLE = 50_000  # rows the principal axes are fitted on: more changes them little and costs seconds
@@ -37,19 +40,28 @@ class IndexFiles:
     items = property(lambda self: self.root / "items.parquet")  # one row of metadata per vector row
     probe = property(lambda self: self.root / "probe.npy")  # (dims,) embedding of embedder.probe_image
     images = property(lambda self: self.root / "images")  # images/<row>.jpg, the gallery's thumbnails
+    # (n, dims) uint8, optional: per channel, the cell (row * grid + column) of the grid over the padded square
+    # image that its pooled value came from; recommender.explain splits a similarity over the cells with it
+    cells = property(lambda self: self.root / "cells.npy")
 
     def image(self, row: int) -> Path:
         return self.images / f"{row:07d}.jpg"
 
     @property
     def checked(self) -> tuple[Path, ...]:
-        """The files whose size and sha256 the manifest records and a load verifies."""
+        """The files every index has, whose size and sha256 the manifest records and a load verifies."""
         return self.vectors, self.annoy, self.pca_mean, self.pca_axes, self.items, self.probe
+
+    @property
+    def optional(self) -> tuple[Path, ...]:
+        """Files an index may lack; the manifest records those it has, and a load verifies them."""
+        return (self.cells,)
 
     def fingerprint(self) -> dict:
         """What the manifest records of the files: size and sha256 of each, count and bytes of the images."""
         images = list(self.images.glob("*.jpg"))
-        return {**{path.name: {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in self.checked},
+        present = [*self.checked, *(path for path in self.optional if path.exists())]
+        return {**{path.name: {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in present},
                 "images": {"count": len(images), "bytes": sum(path.stat().st_size for path in images)}}
 
 
@@ -178,6 +190,19 @@ class VectorIndex:
         return rows[kept], distances[kept]
 
 
+def load_cells(files: IndexFiles, manifest: dict) -> np.ndarray | None:
+    """cells.npy, memory-mapped: (count, dims) uint8; None for an index built without it (whose manifest, checked
+    by read_manifest, does not record it)."""
+    if files.cells.name not in manifest["files"]:
+        return None
+    count, dims = manifest["count"], manifest["embedder"]["dims"]
+    cells = np.load(files.cells, mmap_mode="r", allow_pickle=False)
+    if cells.shape != (count, dims) or cells.dtype != np.uint8:
+        raise IndexUnusable(f"{files.cells} holds {cells.shape} {cells.dtype} values, but the manifest says "
+                            f"{(count, dims)} uint8: the index is damaged; rebuild or re-download it.")
+    return cells
+
+
 def read_manifest(root: Path) -> dict:
     files = IndexFiles(Path(root))
     if not files.manifest.is_file():
@@ -191,11 +216,13 @@ def read_manifest(root: Path) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexUnusable(f"The index at {files.root} has format version {manifest.get('format_version')}; this "
                           f"code reads version {FORMAT_VERSION}. Rebuild it with scripts/build_index.py.")
-    missing = [p.name for p in (*files.checked, files.images) if not p.exists()]
+    recorded = manifest.get("files") or {}
+    expected = [*files.checked, *(path for path in files.optional if path.name in recorded), files.images]
+    missing = [p.name for p in expected if not p.exists()]
     if missing:
         raise IndexUnusable(f"The index at {files.root} is incomplete: {', '.join(missing)} missing. "
                             "Rebuild or re-download it.")
-    _verify(files, manifest.get("files") or {})
+    _verify(files, recorded)
     return manifest
 
 
@@ -203,7 +230,7 @@ def _verify(files: IndexFiles, recorded: dict) -> None:
     """Compare every file with the manifest before anything is loaded: a truncated or altered file would
     otherwise crash Annoy or return wrong neighbours."""
     fix = "the index is damaged: rebuild or re-download it."
-    for path in files.checked:
+    for path in (*files.checked, *(path for path in files.optional if path.name in recorded)):
         expected = recorded.get(path.name) or {}
         if path.stat().st_size != expected.get("bytes"):
             raise IndexUnusable(f"{path} has {path.stat().st_size} bytes, the manifest says {expected.get('bytes')}: "

@@ -10,7 +10,7 @@ import numpy as np
 from .catalog import METADATA_FIELDS
 from .config import Settings
 from .embedder import Embedder, probe_image
-from .index import IndexFiles, IndexUnusable, VectorIndex, read_manifest
+from .index import IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest
 
 __all__ = ["FILTERS", "MAX_K", "Recommender", "Result", "UnknownProduct"]
 
@@ -42,8 +42,9 @@ class Recommender:
     """Loads an index and the embedder it was built with, and answers `recommend(image, k)`."""
 
     def __init__(self, index: VectorIndex, items: list[dict], files: IndexFiles, manifest: dict,
-                 embedder: Embedder):
+                 embedder: Embedder, cells: np.ndarray | None = None):
         self.index, self.items, self.files, self.manifest, self.embedder = index, items, files, manifest, embedder
+        self.cells = cells  # (n, dims) uint8 or None: where each vector's maxima were (recommender.explain)
         self.candidates = manifest["index"]["candidates"]
         self.search_k = manifest["index"]["search_k"]
         self.row_of_id = {item["id"]: row for row, item in enumerate(items)}
@@ -99,7 +100,7 @@ class Recommender:
         _check_probe(embedder, files)
         index = VectorIndex.load(files, dims=recorded["dims"], count=manifest["count"],
                                  coarse_dims=manifest["index"]["coarse_dims"])
-        return cls(index, _read_items(files, manifest["count"]), files, manifest, embedder)
+        return cls(index, _read_items(files, manifest["count"]), files, manifest, embedder, load_cells(files, manifest))
 
     @property
     def uses_random_weights(self) -> bool:
