@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]
+from bench_helpers import ask, p50_p95, percentiles  # first: it puts tests/ on the path
 
-from bench_helpers import ask, p50_p95, percentiles  # noqa: E402
 from fake_camera import frame_showing, write_y4m  # noqa: E402
 from synthetic_catalog import many_products  # noqa: E402
 
