@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -62,10 +63,9 @@ class Checkpoint:
              skipped: list[tuple], rows_read: int) -> None:
         """Add one batch: its files first, then the progress that makes it count."""
         batch = progress.batches
-        np.save(self.parts / f"{batch:06d}.npy", vectors if vectors is not None else np.zeros((0, 0), np.float32),
-                allow_pickle=False)
+        _save(self.parts / f"{batch:06d}.npy", vectors if vectors is not None else np.zeros((0, 0), np.float32))
         if vectors is not None:
-            np.save(self.parts / f"{batch:06d}.cells.npy", cells, allow_pickle=False)
+            _save(self.parts / f"{batch:06d}.cells.npy", cells)
         (self.parts / f"{batch:06d}.json").write_text(json.dumps({"items": items, "skipped": skipped}))
         progress.consumed += rows_read
         progress.batches += 1
@@ -92,3 +92,11 @@ class Checkpoint:
             if len(examples.setdefault(reason, [])) < 3:
                 examples[reason].append(product_id)
         return counts, examples
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    """np.save, but a full disk raises ENOSPC ("No space left on device"): numpy's own write reports a short write
+    without an errno."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    path.write_bytes(buffer.getvalue())
