@@ -1,6 +1,6 @@
 """Visual fashion search: a photo in (upload, webcam, clipboard), the most similar catalog products out.
 
-    python app.py        # serves http://127.0.0.1:7860, the API endpoints /recommend and /similar, and MCP
+    python app.py        # serves http://127.0.0.1:7860, the API endpoints /recommend, /similar and /explain, and MCP
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from recommender.build import BuildFailed  # noqa: E402
 from recommender.catalog import CatalogUnavailable  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
-from recommender.page import LiveState, Page  # noqa: E402
+from recommender.explain import query_embedder  # noqa: E402
+from recommender.page import LiveState, Page, in_memory_image  # noqa: E402
 from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, photo_editor, query_image  # noqa: E402,E501
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
 from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
@@ -46,7 +47,7 @@ CAMERA = gr.WebcamOptions(mirror=False, constraints={"video": {"facingMode": {"i
 
 def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> gr.Blocks:
     """The page and the API: layout, and which handler of recommender.page each event runs."""
-    photos = photos or QueryPhotos(recommender.embedder.embed_image)
+    photos = photos or QueryPhotos(query_embedder(recommender.embedder))
     page = Page(recommender, photos)
     manifest = recommender.manifest
     gr.set_static_paths([recommender.files.images.resolve()])  # galleries link to the index's images, no copies
@@ -84,6 +85,16 @@ def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> g
                 status = gr.Markdown(elem_id="status")
                 gallery = gr.Gallery(label="Most similar products: click one for more like it", columns=4,
                                      object_fit="contain", height="auto", allow_preview=False, elem_id="results")
+                why = gr.Checkbox(label="Why this match? Click a result to see where the likeness comes from",
+                                  elem_id="why")
+                with gr.Column(visible=False, elem_id="why-panel") as why_panel:
+                    why_text = gr.Markdown(elem_id="why-text")
+                    with gr.Row():
+                        why_images = [in_memory_image(label=label, interactive=False, elem_id=elem_id, buttons=[])
+                                      for label, elem_id in (("Your query", "why-query"),
+                                                             ("The product", "why-product"))]
+                    with gr.Accordion("Explanation as data", open=False):
+                        why_details = gr.JSON(label="Explanation")
                 links = gr.Markdown(elem_id="links")
                 with gr.Accordion("Results as data", open=False):
                     details = gr.JSON(label="Results")
@@ -93,6 +104,7 @@ def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> g
                                      object_fit="contain", show_label=False, elem_id="examples")
         api_image = query_image(photos, visible=False)  # the API's input: a plain image file, no editor state
         api_id = gr.Textbox(visible=False)
+        api_product = gr.Textbox(visible=False)
         # ids in the gallery; the catalog product on show; the photo's vector (the photo itself is not kept)
         shown, current, vector, live_state = gr.State([]), gr.State(None), gr.State(None), gr.State(LiveState())
 
@@ -109,11 +121,15 @@ def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> g
                     concurrency_id="live", show_progress="hidden", **private)
         gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
-        gallery.select(page.clicked, [shown, *controls], page_outputs, trigger_mode="always_last", **private)
+        gallery.select(page.clicked, [shown, *controls, why], page_outputs, trigger_mode="always_last", **private)
+        gallery.select(page.why_clicked, [why, shown, current, vector],
+                       [why_panel, why_text, *why_images, why_details], trigger_mode="always_last", **private)
         example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last", **private)
         demo.load(page.opened, controls, page_outputs, **private)
         api_image.change(page.recommend, [api_image, *controls], [gallery, details], api_name="recommend")
         api_id.change(page.similar, [api_id, *controls], [gallery, details], api_name="similar")
+        api_product.change(page.explain, [api_image, api_id, api_product], [*why_images, why_details],
+                           api_name="explain")
     return demo
 
 
@@ -129,7 +145,7 @@ def main() -> None:
         sys.exit(f"error: {error}")
     if recommender.uses_random_weights:
         print("WARNING: the index was built with random weights: results are not meaningful.", flush=True)
-    photos = QueryPhotos(recommender.embedder.embed_image)
+    photos = QueryPhotos(query_embedder(recommender.embedder))
     demo = build_demo(recommender, photos)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 import time
 from collections import OrderedDict
@@ -13,11 +15,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from .explain import Explainer
 from .images import ImageError
 from .photos import Photo, QueryPhotos
 from .search import ANY, Recommender, UnknownProduct
 
-__all__ = ["Page", "Product"]
+__all__ = ["Page", "Product", "in_memory_image"]
 
 MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
@@ -49,6 +52,7 @@ class Page:
         self._last_photo_lock = threading.Lock()
         self.examples = recommender.examples()
         self._live_model = threading.Semaphore(LIVE_MODEL_SLOTS)
+        self.explainer = Explainer(recommender)
 
     # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
     def recommend(self, image: Photo | None, k: int = 8, gender: str = ANY, article_type: str = ANY,
@@ -94,6 +98,63 @@ class Page:
         """
         results, _ = self._search(Product(str(id)), k, _filters(gender, article_type, colour))
         return _gallery(results), _records(results)
+
+    def explain(self, image: Photo | None = None, id: str | None = None, product_id: str = ""):
+        """Why a product matched a query: where, on each photo, the similarity comes from.
+
+        Args:
+            image: the query photo (give this or `id`).
+            id: a catalog product id as the query instead of a photo.
+            product_id: the id of the product to explain, from the query's results.
+
+        Returns:
+            The query photo and the product photo, each tinted where it carries the similarity, its 3 strongest
+            cells outlined; and JSON: similarity (cosine), grid, query_cells and product_cells (grid x grid lists of
+            each cell's share of the similarity, rows top to bottom, in the photo's own orientation; each sums to
+            the similarity), query_regions and product_regions (the strongest cells with their pixel box
+            [left, top, right, bottom] on the photo), and the share that lies in the white padding
+            (query_off_photo, product_off_photo).
+        """
+        try:
+            if image is not None and id:
+                raise UnknownProduct("Give a query photo or a catalog id, not both.")
+            if image is not None:
+                query = self.photos.embedding(image)
+            elif id:
+                query = self.explainer.product(str(id))
+            else:
+                raise ImageError("No query was given: a photo (image) or a catalog product (id).", "no image")
+            explanation, query_overlay, product_overlay = self.explainer.explain(query, str(product_id))
+        except (ImageError, UnknownProduct) as error:
+            raise gr.Error(str(error)) from None
+        finally:
+            if image is not None:
+                self.photos.store.release(image.path)
+        return query_overlay, product_overlay, {"product_id": str(product_id), **explanation.to_dict()}
+
+    def why_clicked(self, why: bool, shown, current, vector, event: gr.SelectData, request: gr.Request):
+        """"Why this match?" on, a result clicked: its explanation in the panel (panel, text, two overlays, JSON).
+        Off, the click shows more like the result, and the panel, about results no longer shown, is hidden.
+        (Plain values for the overlays, never gr.skip() or gr.Image(...): Gradio answers an update by replacing the
+        component, for the session, with a new one, which lacks in_memory_image's postprocess.)"""
+        if not why:
+            return gr.Column(visible=False), "", None, None, None
+        product_id = shown[event.index]
+        if current:
+            query = self.explainer.product(current)
+        else:
+            with self._last_photo_lock:
+                key = self._last_photo.get(request.session_hash)
+            query = self.photos.cache.get(key) if key else None
+            if query is None or vector is None or not np.array_equal(query.vector, vector):  # a live frame's
+                return (gr.Column(visible=True), "Why this match? explains a result of a photo or of a catalog "
+                        "product, not of the live camera.", None, None, None)
+        explanation, query_overlay, product_overlay = self.explainer.explain(query, product_id)
+        name = self.recommender.product(product_id).name
+        text = (f"**Why {name} matched: {explanation.similarity:.0%} similar.** Tinted where the likeness comes "
+                "from, the three strongest places outlined (1 strongest), on your query (left) and the product.")
+        return (gr.Column(visible=True), text, query_overlay, product_overlay,
+                {"product_id": product_id, **explanation.to_dict()})
 
     # The page.
     def search_photo(self, photo: Photo | None, k, gender, article_type, colour, request: gr.Request):
@@ -150,7 +211,9 @@ class Page:
         product = self.recommender.product(product_id)
         return self._page(Product(product.id), k, gender, article_type, colour)
 
-    def clicked(self, shown, k, gender, article_type, colour, event: gr.SelectData):
+    def clicked(self, shown, k, gender, article_type, colour, why: bool, event: gr.SelectData):
+        if why:
+            return [gr.skip()] * 8  # "Why this match?" is on: why_clicked answers the click
         return self.more_like(shown[event.index], k, gender, article_type, colour)
 
     def example_clicked(self, k, gender, article_type, colour, event: gr.SelectData):
@@ -201,6 +264,25 @@ class Page:
             if len(self._last_photo) > MAX_SESSIONS:
                 self._last_photo.popitem(last=False)
             return False
+
+
+def in_memory_image(**options):
+    """gr.Image whose value (a PIL image) is sent as a data URL, never written to Gradio's folder: an explanation's
+    overlay is a picture of the query photo. (Wrapped, not subclassed: Gradio writes a .pyi stub next to every
+    component subclass.)"""
+    from gradio.data_classes import Base64ImageData
+
+    image = gr.Image(**options)
+
+    def postprocess(value):
+        if value is None:
+            return None
+        buffer = io.BytesIO()
+        value.save(buffer, format="JPEG", quality=90)
+        return Base64ImageData(url="data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode())
+
+    image.postprocess = postprocess
+    return image
 
 
 def _filters(gender, article_type, colour) -> dict:

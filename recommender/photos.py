@@ -1,5 +1,5 @@
-"""The life of a query photo: uploaded into memory (never onto disk), read once, forgotten; only its vector is kept,
-by a hash of its bytes.
+"""The life of a query photo: uploaded into memory (never onto disk), read once, forgotten; only its vector is kept
+(with, in the app, a copy at most 320 px across for "Why this match?"), by a hash of its bytes.
 
 Every file this app receives is a query photo (a page upload, a webcam snapshot, a paste, a crop, an API file), so
 `InMemoryUploads` answers Gradio's upload route itself and holds the bytes in `UploadStore` until the event that
@@ -171,7 +171,11 @@ class Photo(NamedTuple):
 
 
 class QueryPhotos:
-    """Where a handler gets a photo's vector: from the vector cache by content, or by embedding the bytes once."""
+    """Where a handler gets a photo's vector: from the vector cache by content, or by embedding the bytes once.
+
+    `embed(bytes)` returns the vector, or an object holding it as `.vector` with what later requests need of the
+    photo (the app's: recommender.explain.View, with the grid cells and a small copy for "Why this match?"); the
+    cache keeps what it returns."""
 
     def __init__(self, embed, store: UploadStore | None = None, cache: "VectorCache | None" = None):
         self.embed, self.store, self.cache = embed, store or UploadStore(), cache or VectorCache()
@@ -218,17 +222,23 @@ class QueryPhotos:
 
     def vector(self, photo: Photo) -> np.ndarray:
         """(dims,) vector of `photo`; raises images.ImageError for bytes that are not a usable image."""
+        embedding = self.embedding(photo)
+        return getattr(embedding, "vector", embedding)
+
+    def embedding(self, photo: Photo):
+        """What `embed` returned for `photo`'s bytes (from the cache, or embedding them once); raises
+        images.ImageError for bytes that are not a usable image."""
         from .images import ImageError
 
         try:
-            vector = self.cache.get(photo.key)
-            if vector is None:
+            embedding = self.cache.get(photo.key)
+            if embedding is None:
                 if photo.data is None:
                     raise ImageError("This photo was already searched and is no longer held; send it again.",
                                      "no image")
-                vector = self.embed(photo.data)
-                self.cache.put(photo.key, vector)
-            return vector
+                embedding = self.embed(photo.data)
+                self.cache.put(photo.key, embedding)
+            return embedding
         finally:
             self.store.release(photo.path)  # used or refused: its bytes go, its key stays
 
@@ -318,8 +328,9 @@ def photo_editor(photos: QueryPhotos, **options):
 
 
 class VectorCache:
-    """The vectors of recent photos by content key (never the photos): the editor's repeated events for one photo,
-    and a photo sent again, cost no model call. Shared by all sessions: the same bytes give the same vector."""
+    """The vectors of recent photos by content key, not their bytes (in the app, with each vector, its cells and a
+    copy of the photo at most 320 px across, for "Why this match?"): the editor's repeated events for one photo, and a
+    photo sent again, cost no model call. Shared by all sessions: the same bytes give the same vector."""
 
     def __init__(self, size: int = 256):
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
