@@ -8,6 +8,7 @@ import io
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -26,6 +27,8 @@ MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip th
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
 LIVE_MODEL_SLOTS = 1  # live frames of all viewers take turns on one model call, so photo searches keep the other
+# and a live frame that arrives while a photo is being embedded is not searched: a photo search is one request a
+# person waits for, a live frame is one of several a second.
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Page:
         self._last_photo_lock = threading.Lock()
         self.examples = recommender.examples()
         self._live_model = threading.Semaphore(LIVE_MODEL_SLOTS)
+        self._photos_embedding, self._photos_lock = 0, threading.Lock()
         self.explainer = Explainer(recommender)
 
     # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
@@ -76,7 +80,9 @@ class Page:
                                           "one.", "no image")))
         try:
             rows = self.recommender.matching_rows(filters)  # a bad filter is refused before the model runs
-            results = self.recommender.nearest(self.photos.vector(image), k, rows)
+            with self._photo_turn():
+                vector = self.photos.vector(image)
+            results = self.recommender.nearest(vector, k, rows)
         except (ImageError, UnknownProduct) as error:
             raise gr.Error(str(error)) from None
         finally:
@@ -119,7 +125,8 @@ class Page:
             if image is not None and id:
                 raise UnknownProduct("Give a query photo or a catalog id, not both.")
             if image is not None:
-                query = self.photos.embedding(image)
+                with self._photo_turn():
+                    query = self.photos.embedding(image)
             elif id:
                 query = self.explainer.product(str(id))
             else:
@@ -138,7 +145,7 @@ class Page:
         (Plain values for the overlays, never gr.skip() or gr.Image(...): Gradio answers an update by replacing the
         component, for the session, with a new one, which lacks in_memory_image's postprocess.)"""
         if not why:
-            return gr.Column(visible=False), "", None, None, None
+            return [gr.skip()] * 5
         product_id = shown[event.index]
         if current:
             query = self.explainer.product(current)
@@ -163,7 +170,8 @@ class Page:
             return [gr.skip()] * 8  # the editor sends each photo in several events: the first one searches
         started = time.perf_counter()
         try:
-            vector = self.photos.vector(photo)
+            with self._photo_turn():
+                vector = self.photos.vector(photo)
         except ImageError as error:
             raise gr.Error(str(error)) from None
         return self._page(vector, k, gender, article_type, colour, started=started)
@@ -188,6 +196,9 @@ class Page:
         started = time.perf_counter()
         try:
             with self._live_model:
+                if self._photos_embedding:
+                    live.skipped += 1
+                    return *[gr.skip()] * 8, live
                 vector = self.recommender.embedder.embed_image(frame)
         except ImageError:
             return *[gr.skip()] * 8, live
@@ -253,6 +264,17 @@ class Page:
             raise gr.Error(str(error)) from None
         milliseconds = (time.perf_counter() - started) * 1000
         return results, _status(self.recommender, results, filters, milliseconds, query)
+
+    @contextmanager
+    def _photo_turn(self):
+        """Around a photo's embedding: live frames that arrive meanwhile are not searched."""
+        with self._photos_lock:
+            self._photos_embedding += 1
+        try:
+            yield
+        finally:
+            with self._photos_lock:
+                self._photos_embedding -= 1
 
     def _seen(self, session: str, key: str) -> bool:
         """Whether `key` is the photo this session searched last (and remember it if not)."""

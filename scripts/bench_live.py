@@ -6,6 +6,7 @@ Viewers are real pages in Debian's Chromium, whose fake camera plays a video of 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -27,7 +28,7 @@ def bench_live(bench, app, client) -> None:
         return report.add(section, "live viewers", "not measured: needs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
-    queries = bench.size["queries"] // 2
+    queries = max(40, bench.size["queries"] // 2)
     idle_ms = [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
     video = write_y4m(bench.work / "live.y4m", [frame_showing(row["image"]) for row in many_products(40, seed=99)])
     with sync_playwright() as playwright:
@@ -35,6 +36,7 @@ def bench_live(bench, app, client) -> None:
             "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
         try:
+            lowest_priority()
             viewers = [start_viewer(browser, app.url)]
             alone = rates(viewers)[0]
             viewers += [start_viewer(browser, app.url) for _ in range(VIEWERS - 1)]
@@ -56,6 +58,18 @@ def bench_live(bench, app, client) -> None:
                   f"({busy_p95:.0f} vs {idle_p95:.0f} ms)", "<= 1.5x", busy_p95 <= 1.5 * idle_p95)
     report.target(f"every live viewer updated, {VIEWERS} at once", f"slowest {min(shared):.1f} a second", "> 0",
                   min(shared) > 0, gate=True)
+
+
+def lowest_priority() -> None:
+    """The viewers' browsers stand in for browsers on other machines: their processes (and those they start later,
+    which inherit it) get this machine's CPU only when the app does not want it (nice 19), so that what is
+    measured is the app's cost of serving them."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if "chrom" in comm.read_text():
+                os.setpriority(os.PRIO_PROCESS, int(comm.parent.name), 19)
+        except OSError:
+            pass  # gone, or not ours
 
 
 def start_viewer(browser, url: str):
