@@ -145,7 +145,7 @@ class Page:
         (Plain values for the overlays, never gr.skip() or gr.Image(...): Gradio answers an update by replacing the
         component, for the session, with a new one, which lacks in_memory_image's postprocess.)"""
         if not why:
-            return [gr.skip()] * 5
+            return gr.Column(visible=False), "", None, None, None
         product_id = shown[event.index]
         if current:
             query = self.explainer.product(current)
