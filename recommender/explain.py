@@ -14,7 +14,6 @@ from .images import fit_square, to_rgb
 
 __all__ = ["Explainer", "Explanation", "View", "cell_boxes", "contributions", "overlay", "query_embedder"]
 
-PREVIEW_SIDE = 320  # longest side of the query photo's copy kept for its overlay: enough for a panel on a screen
 SHOWN_SIDE = 320  # overlays are drawn at this longest side (catalog thumbnails are often smaller: scaled up)
 TOP_REGIONS = 3  # cells outlined on each photo: the strongest few; more would clutter a 7x7 grid
 HEAT = (255, 60, 0)  # a cell's tint; its opacity is proportional to the cell's contribution
@@ -27,17 +26,18 @@ class View:
     """One side of an explanation: what the model made of a picture, and the picture."""
     vector: np.ndarray  # (dims,) float32, unit length
     cells: np.ndarray  # (dims,) uint8: the grid cell (row * grid + column) of each channel's maximum
-    picture: bytes  # JPEG the overlay is drawn on: the query photo's small copy, or a product's thumbnail
+    picture: bytes  # JPEG the overlay is drawn on: the query photo as the model saw it, or a product's thumbnail
     size: tuple[int, int]  # (width, height) of the photo the cells were computed on, upright: boxes are in its pixels
 
 
 def query_embedder(embedder):
     """What QueryPhotos embeds a photo with: one decode and one forward give its vector, its cells and the small copy
-    an explanation draws on; the photo itself is not kept."""
+    an explanation draws on (the photo's part of the model's input, 224 px at most); the photo itself is not kept."""
     def embed(data: bytes) -> View:
         image = to_rgb(data)
-        vectors, cells = embedder.embed_with_cells(fit_square(image, embedder.size)[None])
-        return View(vectors[0], cells[0], _jpeg(image, PREVIEW_SIDE), image.size)
+        square = fit_square(image, embedder.size)
+        vectors, cells = embedder.embed_with_cells(square[None])
+        return View(vectors[0], cells[0], _jpeg(_unpadded(square, image.size)), image.size)
 
     return embed
 
@@ -109,7 +109,8 @@ def overlay(view: View, cells: np.ndarray, boxes: np.ndarray) -> Image.Image:
         row, column = region["cell"]
         left, top, right, bottom = shown[row * len(cells) + column]
         draw.rectangle([left, top, right - 1, bottom - 1], outline=OUTLINE, width=3)
-        draw.text((left + 5, top + 3), str(rank), fill=OUTLINE, font=_font())
+        draw.rectangle([left, top, left + 14, top + 18], fill=OUTLINE)  # the rank, white on blue: legible on heat
+        draw.text((left + 3, top), str(rank), fill="white", font=_font())
     return image
 
 
@@ -159,9 +160,16 @@ def _font():
     return ImageFont.load_default(size=16)  # loaded once: loading it took longer than drawing an overlay
 
 
-def _jpeg(image: Image.Image, side: int) -> bytes:
-    small = image.copy()
-    small.thumbnail((side, side))
+def _unpadded(square: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The photo's part of images.fit_square's padded square: a copy of a 12 MP photo made from the photo itself
+    would cost more than the model's forward."""
+    width, height = size
+    side, scale = max(size), len(square) / max(size)
+    left, top = (side - width) // 2 * scale, (side - height) // 2 * scale
+    return Image.fromarray(square[round(top):round(top + height * scale), round(left):round(left + width * scale)])
+
+
+def _jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=90)
+    image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()

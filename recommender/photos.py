@@ -1,5 +1,5 @@
 """The life of a query photo: uploaded into memory (never onto disk), read once, forgotten; only its vector is kept
-(with, in the app, a copy at most 320 px across for "Why this match?"), by a hash of its bytes.
+(with, in the app, a copy at most 224 px across for "Why this match?"), by a hash of its bytes.
 
 Every file this app receives is a query photo (a page upload, a webcam snapshot, a paste, a crop, an API file), so
 `InMemoryUploads` answers Gradio's upload route itself and holds the bytes in `UploadStore` until the event that
@@ -329,7 +329,7 @@ def photo_editor(photos: QueryPhotos, **options):
 
 class VectorCache:
     """The vectors of recent photos by content key, not their bytes (in the app, with each vector, its cells and a
-    copy of the photo at most 320 px across, for "Why this match?"): the editor's repeated events for one photo, and a
+    copy of the photo at most 224 px across, for "Why this match?"): the editor's repeated events for one photo, and a
     photo sent again, cost no model call. Shared by all sessions: the same bytes give the same vector."""
 
     def __init__(self, size: int = 256):

@@ -152,7 +152,7 @@ def test_a_photo_is_explained_in_its_own_orientation(searcher, catalog_rows):
     exif[0x0112] = 6  # "rotate 90 clockwise to view"
     sideways = jpeg(upright.rotate(90, expand=True), exif=exif)
     query = query_embedder(searcher.embedder)(sideways)
-    assert query.size == (120, 160) and Image.open(io.BytesIO(query.picture)).size == (120, 160)
+    assert query.size == (120, 160) and Image.open(io.BytesIO(query.picture)).size == (168, 224)  # as the model saw it
     explanation = Explainer(searcher).explain(query, str(catalog_rows[30]["id"]))[0]
     assert explanation.query_boxes[-1, -1].tolist() == [117, 137, 120, 160]
 
