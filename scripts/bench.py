@@ -2,8 +2,8 @@
 with 1 if a target that is robust on a noisy machine is missed (recall, build pipeline vs model alone, folded batch
 normalisation, wrong answers or errors under concurrent users); timing targets are reported only.
 
-    python scripts/bench.py            # the full run (about 10 minutes on 2 cores)
-    python scripts/bench.py --quick    # fewer images and queries, the same vectors (about 6 minutes; CI runs it)
+    python scripts/bench.py            # the full run (the report's first line says how long it took)
+    python scripts/bench.py --quick    # fewer images and queries, the same vectors (CI runs it)
 
 Model weights are `random`: the same architecture, shapes and cost as `imagenet`, which this machine cannot
 download. Catalog images are synthetic (tests/synthetic_catalog.py), and the 44k and 250k vectors of the index
