@@ -21,7 +21,8 @@ def free_port() -> int:
 
 
 class RunningApp:
-    """`python app.py` (or another Gradio `command`) in a subprocess, as on a fresh machine; `url` once it answers."""
+    """`python app.py` (or another Gradio `command`) in a subprocess, as on a fresh machine; `url` once it answers.
+    As a context manager (`with RunningApp(...) as app:`) it is stopped however the block ends."""
 
     def __init__(self, env: dict, log: Path, command: list[str] | None = None):
         self.port = free_port()
@@ -54,6 +55,12 @@ class RunningApp:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def __enter__(self) -> "RunningApp":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import socketserver
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,6 +17,42 @@ import synthetic_catalog
 from app_process import QUIET_ENV, ROOT, RunningApp
 
 IMAGE_SIZE = 64  # small and fast; the architecture and code paths are the ones of 224
+MANY_BATCH = 4  # batch size of many_index, and of test_interrupted_build's builds that must end up identical to it
+
+
+class RefusingProxy(socketserver.ThreadingTCPServer):
+    """A local HTTP(S) proxy that answers every request "403 Forbidden" at once and notes what was asked for
+    ("CONNECT huggingface.co:443")."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Refuse)
+        self.requests: list[str] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _Refuse(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.server.requests.append(self.rfile.readline().decode("latin-1").rsplit(" ", 1)[0])
+        self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline():
+    """No test reaches the internet, whatever the machine: the tests and every process they start send HTTP(S)
+    through a RefusingProxy (Hugging Face's clients and Keras' weight download honour these settings); only local
+    addresses go direct. A test that expects a download to fail can check that it was tried, and refused, here."""
+    proxy = RefusingProxy()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            patch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            patch.setenv(name, "127.0.0.1,localhost")
+        yield proxy
+    proxy.shutdown()
+    proxy.server_close()
 
 
 def run_build(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -55,15 +95,41 @@ def recommender(built_index):
 
 
 @pytest.fixture(scope="session")
+def many_catalog(tmp_path_factory) -> Path:
+    """120 products of random colours and sizes (more distinct images than k's upper limit, 50), then a corrupt
+    image (skipped) and a copy of one under another id (indexed): 122 rows."""
+    return synthetic_catalog.write_parquet(tmp_path_factory.mktemp("many") / "catalog.parquet",
+                                           synthetic_catalog.many_products(120))
+
+
+def many_build_args(catalog: Path, out: Path) -> list[str]:
+    return ["--dataset", str(catalog), "--weights", "random", "--image-size", str(IMAGE_SIZE),
+            "--batch-size", str(MANY_BATCH), "--out", str(out)]
+
+
+@pytest.fixture(scope="session")
+def many_index(many_catalog, tmp_path_factory) -> Path:
+    """many_catalog's index, built by the real CLI in one go."""
+    out = tmp_path_factory.mktemp("many-index") / "index"
+    result = run_build(*many_build_args(many_catalog, out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def many_recommender(many_index):
+    from recommender.search import Recommender
+
+    return Recommender.load(many_index)
+
+
+@pytest.fixture(scope="session")
 def app(built_index, tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
-    running = RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio")},
-                         folder / "app.log")
-    running.temp_dir = folder / "gradio"  # Gradio's upload and output cache, for the privacy tests
-    try:
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio")},
+                    folder / "app.log") as running:
+        running.temp_dir = folder / "gradio"  # Gradio's upload and output cache, for the privacy tests
         yield running.wait_until_ready()
-    finally:
-        running.stop()
 
 
 def files_not_from_the_index(temp_dir: Path, index_dir: Path, since: float = 0.0) -> list[Path]:
@@ -72,6 +138,26 @@ def files_not_from_the_index(temp_dir: Path, index_dir: Path, since: float = 0.0
     catalog_images = {path.read_bytes() for path in (index_dir / "images").glob("*.jpg")}
     return [path for path in temp_dir.rglob("*") if path.is_file() and path.stat().st_mtime >= since
             and path.read_bytes() not in catalog_images]
+
+
+@contextmanager
+def resident_peak():
+    """How far this process's resident memory rose, at its peak, above its level on entry (`.bytes`, set on exit):
+    Pillow's and TensorFlow's C allocations count as much as Python's (tracemalloc sees only Python's)."""
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: the peak (VmHWM) starts again from the current level
+    measured = SimpleNamespace(bytes=0)
+    before = _status_bytes("VmRSS")
+    try:
+        yield measured
+    finally:
+        measured.bytes = _status_bytes("VmHWM") - before
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 @pytest.fixture(scope="session")

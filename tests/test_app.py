@@ -1,9 +1,13 @@
 """The running app, through Gradio's own client, as a program would use it."""
 
+import base64
+import io
 import json
 import re
 import shutil
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -88,33 +92,36 @@ def test_images_without_a_match_still_get_k_results(client, tmp_path, image):
 
 
 def test_mismatched_index_is_refused_at_start(built_index, tmp_path):
-    running = RunningApp({"INDEX_DIR": str(built_index[0]), "WEIGHTS": "imagenet"}, tmp_path / "log")
-    assert running.process.wait(timeout=120) != 0
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "WEIGHTS": "imagenet"}, tmp_path / "log") as running:
+        assert running.process.wait(timeout=120) != 0
     assert "built with weights=random, but this app is set to use weights=imagenet" in running.output()
     assert "Traceback" not in running.output()
 
 
-def test_unreachable_index_repo_is_reported(tmp_path):
-    running = RunningApp({"INDEX_DIR": str(tmp_path / "index"), "INDEX_REPO": "someone/fashion-index"},
-                         tmp_path / "log")
-    assert running.process.wait(timeout=120) != 0
+def test_unreachable_index_repo_is_reported(tmp_path, offline):
+    offline.requests.clear()
+    with RunningApp({"INDEX_DIR": str(tmp_path / "index"), "INDEX_REPO": "someone/fashion-index"},
+                    tmp_path / "log") as running:
+        assert running.process.wait(timeout=120) != 0
     assert "Could not download the index from the Hub dataset repo 'someone/fashion-index'" in running.output()
+    assert "CONNECT huggingface.co:443" in offline.requests  # tried, and refused by the tests' proxy
     assert not (tmp_path / "index").exists()
 
 
-def test_first_start_without_network_says_what_failed(tmp_path):
-    running = RunningApp({"INDEX_DIR": str(tmp_path / "index")}, tmp_path / "log")  # the default Hub dataset
-    assert running.process.wait(timeout=120) != 0
+def test_first_start_without_network_says_what_failed(tmp_path, offline):
+    offline.requests.clear()
+    with RunningApp({"INDEX_DIR": str(tmp_path / "index")}, tmp_path / "log") as running:  # the default Hub dataset
+        assert running.process.wait(timeout=120) != 0
     assert "error: Could not reach the Hugging Face dataset 'ashraq/fashion-product-images-small'" in running.output()
+    assert "CONNECT huggingface.co:443" in offline.requests
     assert "Traceback" not in running.output() and not (tmp_path / "index").exists()
 
 
 def test_first_start_builds_a_small_index_then_serves(catalog_parquet, tmp_path, catalog_rows):
     from gradio_client import Client
 
-    running = RunningApp({"INDEX_DIR": str(tmp_path / "index"), "DATASET": str(catalog_parquet),
-                          "BUILD_LIMIT": "10", "WEIGHTS": "random"}, tmp_path / "log")
-    try:
+    with RunningApp({"INDEX_DIR": str(tmp_path / "index"), "DATASET": str(catalog_parquet),
+                     "BUILD_LIMIT": "10", "WEIGHTS": "random"}, tmp_path / "log") as running:
         running.wait_until_ready()
         assert "Embedding" in running.output() and "Indexed 10 products" in running.output()
         assert json.loads((tmp_path / "index" / "manifest.json").read_text())["count"] == 10
@@ -122,8 +129,6 @@ def test_first_start_builds_a_small_index_then_serves(catalog_parquet, tmp_path,
         _, results = Client(running.url, verbose=False).predict(image=handle_file(query), k=10,
                                                                  api_name="/recommend")
         assert results[0]["id"] == str(catalog_rows[2]["id"]) and len(results) == 10
-    finally:
-        running.stop()
 
 
 def test_prebuilt_index_download_is_checked_and_swapped_in(built_index, tmp_path, monkeypatch):
@@ -173,7 +178,8 @@ def test_similar_endpoint(client, catalog_rows):
         client.predict(id="no-such-id", api_name="/similar")
 
 
-def test_mcp_tools_are_the_search_endpoints_with_described_parameters(app, catalog_rows):
+def call_mcp(app, *calls: tuple[str, dict]):
+    """The app's MCP tools, and the answers to `calls` ((tool, arguments), ...), from one MCP client session."""
     import asyncio
 
     from mcp import ClientSession
@@ -184,20 +190,45 @@ def test_mcp_tools_are_the_search_endpoints_with_described_parameters(app, catal
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 tools = (await session.list_tools()).tools
-                answer = await session.call_tool("similar", {"id": str(catalog_rows[3]["id"]), "k": 2})
-                return tools, answer
+                return tools, [await session.call_tool(name, arguments) for name, arguments in calls]
 
-    tools, answer = asyncio.run(ask())
+    return asyncio.run(ask())
+
+
+def test_mcp_tools_are_the_search_endpoints_with_described_parameters(app, catalog_rows):
+    tools, [answer] = call_mcp(app, ("similar", {"id": str(catalog_rows[3]["id"]), "k": 2}))
     by_name = {tool.name: tool for tool in tools}
-    assert set(by_name) == {"recommend", "similar"}  # the page's own events are not tools
+    assert set(by_name) == {"recommend", "similar", "explain"}  # the page's own events are not tools
     for tool in tools:
         properties = tool.inputSchema["properties"]
-        assert {"k", "gender", "article_type", "colour"} <= set(properties)
+        if tool.name != "explain":
+            assert {"k", "gender", "article_type", "colour"} <= set(properties)
         assert all(properties[name].get("description") for name in properties)
     assert "Watches" in by_name["recommend"].inputSchema["properties"]["article_type"]["enum"]
     assert not answer.isError
     returned_ids = re.findall(r"'id': '([^']+)'", answer.content[0].text)
     assert len(returned_ids) == 2 and str(catalog_rows[3]["id"]) not in returned_ids
+
+
+def test_mcp_recommend_finds_the_product_in_a_photo_given_as_base64(app, catalog_rows):
+    """Gradio's MCP server takes a file as an http(s) URL or as base64 data; an agent holding a photo sends data.
+    (That the photo is not kept is tested in test_photos.py.)"""
+    buffer = io.BytesIO()
+    catalog_rows[7]["image"].save(buffer, format="JPEG", quality=92)
+    photo = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    _, [answer] = call_mcp(app, ("recommend", {"image": photo, "k": 3}))
+    assert not answer.isError, answer.content
+    returned_ids = re.findall(r"'id': '([^']+)'", answer.content[0].text)
+    assert len(returned_ids) == 3 and returned_ids[0] == str(catalog_rows[7]["id"])
+
+
+def test_run_history_is_off(app):
+    """Gradio's run history would keep every run, query photo included, in the browser: the page's script records
+    runs only when the config it loads says run_history, and Gradio serves the history page only then."""
+    with urllib.request.urlopen(f"{app.url}/config", timeout=10) as response:
+        assert json.load(response)["run_history"] is False
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(f"{app.url}/gradio_api/runs", timeout=10)
 
 
 def test_no_query_photo_is_kept_after_the_request(client, app, built_index, tmp_path):
@@ -210,8 +241,6 @@ def test_no_query_photo_is_kept_after_the_request(client, app, built_index, tmp_
 
 
 def test_only_search_results_and_product_images_are_served(app, built_index):
-    import urllib.error
-    import urllib.request
     from urllib.parse import quote
 
     index = built_index[0].resolve()

@@ -30,7 +30,7 @@ def test_build_summary_counts_what_it_indexed_and_skipped(built_index, catalog_r
     assert manifest["embedder"]["weights"] == "random" and manifest["embedder"]["image_size"] == IMAGE_SIZE
     assert manifest["dataset"]["kind"] == "parquet" and manifest["skipped"] == {"not an image": 1}
     assert len(list((out / "images").glob("*.jpg"))) == indexed
-    assert not list(out.parent.glob(".index.building-*"))  # the temporary folder is gone
+    assert [path.name for path in out.parent.iterdir()] == ["index"]  # the staging folder (.index.building) is gone
 
 
 def test_catalog_image_comes_back_first_at_distance_zero(recommender, catalog_rows):
@@ -61,8 +61,10 @@ def test_results_carry_metadata_and_gallery_images(recommender, catalog_rows):
     assert Image.open(result.image_path).size[1] == 160  # the stored thumbnail of that product
 
 
-def test_k_is_clamped_to_the_catalog(recommender, catalog_rows):
-    assert len(recommender.recommend(jpeg(catalog_rows[0]["image"]), k=1000)) == min(50, len(catalog_rows))
+def test_k_is_clamped_to_50(many_recommender):
+    """many_recommender holds 120 distinct images: any limit above 50 would show."""
+    image = many_recommender.product("0").image_path
+    assert [len(many_recommender.recommend(image, k=k)) for k in (49, 50, 51, 1000)] == [49, 50, 50, 50]
 
 
 def test_image_folder_catalog_builds_and_searches(catalog_folder, catalog_rows, tmp_path):
@@ -104,15 +106,19 @@ def test_model_that_does_not_reproduce_the_index_is_refused(built_index, tmp_pat
         Recommender.load(copy)
 
 
-def test_offline_failures_exit_non_zero_with_the_way_out(tmp_path, catalog_parquet):
-    result = run_build("--out", str(tmp_path / "index"))  # the default Hub dataset, unreachable here
+def test_offline_failures_exit_non_zero_with_the_way_out(tmp_path, catalog_parquet, offline):
+    offline.requests.clear()
+    result = run_build("--out", str(tmp_path / "index"), timeout=120)  # the default Hub dataset
     assert result.returncode == 1
     assert "error: Could not reach the Hugging Face dataset" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_build("--dataset", str(catalog_parquet), "--weights", "imagenet", "--out", str(tmp_path / "i"))
+    assert "CONNECT huggingface.co:443" in offline.requests  # tried, and refused by the tests' proxy
+    result = run_build("--dataset", str(catalog_parquet), "--weights", "imagenet", "--out", str(tmp_path / "i"),
+                       timeout=120)
     assert result.returncode == 1
     assert "Could not download the ImageNet ResNet50 weights" in result.stderr and "--weights" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "CONNECT storage.googleapis.com:443" in offline.requests  # Keras' download
     assert not (tmp_path / "i").exists()
 
 

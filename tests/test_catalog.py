@@ -41,7 +41,8 @@ def test_missing_local_files_are_named(tmp_path):
         load_catalog(str(tmp_path / "empty"))
 
 
-def test_unreachable_hub_dataset_fails_fast_with_the_way_out():
+def test_unreachable_hub_dataset_fails_fast_with_the_way_out(offline):
+    offline.requests.clear()
     started = time.monotonic()
     with pytest.raises(CatalogUnavailable) as error:
         load_catalog("ashraq/fashion-product-images-small")
@@ -49,6 +50,7 @@ def test_unreachable_hub_dataset_fails_fast_with_the_way_out():
     assert "ashraq/fashion-product-images-small" in message
     assert "--dataset path/to/file.parquet" in message and "INDEX_REPO" in message
     assert time.monotonic() - started < 30
+    assert "CONNECT huggingface.co:443" in offline.requests  # the Hub was asked, and refused by the tests' proxy
 
 
 def test_kaggle_layout_reads_styles_csv(tmp_path, catalog_rows):

@@ -1,13 +1,15 @@
-"""Random bytes and mutated real images on the query path: a result or an ImageError, never a crash, quickly."""
+"""Random bytes and mutated real images on the query path: a result or an ImageError, never a crash, quickly and
+within bounded memory."""
 
 import io
 import time
-import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
+from conftest import resident_peak
 from recommender.images import ImageError
 from synthetic_catalog import product_image
 
@@ -42,19 +44,15 @@ def mutated_images(draw):
 
 
 def query_within_limits(recommender, data: bytes) -> None:
-    tracemalloc.start()
     started = time.perf_counter()
-    try:
-        results = recommender.recommend(data, k=3)
-        assert len(results) == 3
-    except ImageError as error:
-        assert str(error) and error.reason
-    finally:
-        elapsed = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert elapsed < 2.0
-    assert peak < 400e6  # Python-side allocations of one query, decoded image included
+    with resident_peak() as memory:
+        try:
+            results = recommender.recommend(data, k=3)
+            assert len(results) == 3
+        except ImageError as error:
+            assert str(error) and error.reason
+    assert memory.bytes < 400e6  # resident memory one query adds at its peak: decoding, model and search
+    assert time.perf_counter() - started < 2.0
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -69,6 +67,14 @@ def test_mutated_real_images(recommender, data):
     query_within_limits(recommender, data)
 
 
+@pytest.mark.xfail(strict=True, reason="images.fit_square pads a photo to a square at full resolution before resizing "
+                   "it: this 12000x100 PNG of a few kB becomes a 144 MP square (576 MB, seconds of work)")
+def test_a_long_thin_photo_stays_within_limits(recommender):
+    buffer = io.BytesIO()
+    Image.new("RGB", (12000, 100), "navy").save(buffer, format="PNG")
+    query_within_limits(recommender, buffer.getvalue())
+
+
 @pytest.mark.parametrize("k", [0, -5, 51, 10**9])
-def test_k_out_of_range_is_clamped(recommender, k):
-    assert len(recommender.recommend(SEEDS[0], k=k)) == min(max(k, 1), 50, 36)
+def test_k_out_of_range_is_clamped(many_recommender, k):  # 120 distinct images
+    assert len(many_recommender.recommend(SEEDS[0], k=k)) == min(max(k, 1), 50)

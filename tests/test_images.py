@@ -1,11 +1,16 @@
 """Every kind of query input becomes an upright RGB image, or a clear ImageError."""
 
 import io
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT
 from recommender.images import MAX_PIXELS, ImageError, fit_square, to_rgb
 
 
@@ -86,12 +91,31 @@ def test_truncated_file_is_refused_clearly():
         to_rgb(data[: len(data) // 3])
 
 
-def test_decompression_bomb_is_refused_before_decoding():
-    side = int(MAX_PIXELS ** 0.5) + 100  # a PNG header claiming more pixels than allowed; compresses to ~KB
-    bomb = encoded(Image.new("1", (side, side)), "PNG")
-    assert len(bomb) < 2_000_000
-    with pytest.raises(ImageError, match="too large"):
-        to_rgb(bomb)
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """Refused from its header alone: decoding it would take 60 MB (one byte a pixel). Measured in a fresh process,
+    where memory freed earlier cannot hide a new allocation."""
+    side = int(MAX_PIXELS ** 0.5) + 100  # more pixels than allowed, in a PNG of a few kB
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(encoded(Image.new("1", (side, side)), "PNG"))
+    assert bomb.stat().st_size < 2_000_000
+    probe = textwrap.dedent("""
+        import sys
+        from conftest import resident_peak
+        from recommender.images import ImageError, to_rgb
+
+        data = open(sys.argv[1], "rb").read()
+        with resident_peak() as memory:
+            try:
+                to_rgb(data)
+            except ImageError as error:
+                print(error)
+        print(memory.bytes)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe, str(bomb)], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}, timeout=60)
+    message, grown = result.stdout.splitlines()
+    assert "too large" in message
+    assert int(grown) < 10e6, f"{int(grown) / 1e6:.0f} MB"
 
 
 def test_fit_square_pads_with_white_and_keeps_aspect():

@@ -1,6 +1,8 @@
 """A build killed at any point leaves the served index alone and resumes to the same index; a full or
 read-only disk gives a clear error and leaves the old index intact."""
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -9,39 +11,26 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from conftest import IMAGE_SIZE, QUIET_ENV, ROOT, run_build
-from synthetic_catalog import many_products, write_parquet
+from conftest import many_build_args as build_args
 
-BATCH = "4"  # small batches: many checkpoints to be killed between
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory):
-    # 120 products, then a corrupt image (skipped) and a copy of one under another id (indexed): 122 rows
-    return write_parquet(tmp_path_factory.mktemp("big") / "catalog.parquet", many_products(120))
+# The catalog is conftest's many_catalog (122 rows), built in small batches (MANY_BATCH, 4): many checkpoints to be
+# killed between. Its uninterrupted build, many_index, is what a resumed build must equal.
 
 
-def build_args(catalog, out):
-    return ["--dataset", str(catalog), "--weights", "random", "--image-size", str(IMAGE_SIZE),
-            "--batch-size", BATCH, "--out", str(out)]
-
-
-@pytest.fixture(scope="module")
-def reference(catalog, tmp_path_factory):
-    """The same build, never interrupted."""
-    out = tmp_path_factory.mktemp("reference") / "index"
-    assert run_build(*build_args(catalog, out)).returncode == 0
-    return out
+def files_of(index: Path) -> dict[str, str]:
+    """Every file of an index folder, images/ included: relative path -> sha256 of its bytes."""
+    return {path.relative_to(index).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(index.rglob("*")) if path.is_file()}
 
 
 def served_index(catalog, root: Path) -> tuple[Path, dict]:
-    """An index already in place (10 products), and its files' bytes, to check it is left untouched."""
+    """An index already in place (10 products), and its files, to check it is left untouched."""
     out = root / "index"
     assert run_build(*build_args(catalog, out), "--limit", "10").returncode == 0
-    return out, {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    return out, files_of(out)
 
 
 def kill_when(catalog, out, ready) -> None:
@@ -59,42 +48,45 @@ def kill_when(catalog, out, ready) -> None:
 
 def batches_saved(staging: Path) -> int:
     try:
-        return int(__import__("json").loads((staging / "progress.json").read_text())["batches"])
+        return int(json.loads((staging / "progress.json").read_text())["batches"])
     except (OSError, ValueError, KeyError):
         return 0
 
 
 def assert_same_index(built: Path, reference: Path) -> None:
-    np.testing.assert_array_equal(np.load(built / "vectors.npy"), np.load(reference / "vectors.npy"))
-    assert pq.read_table(built / "items.parquet").equals(pq.read_table(reference / "items.parquet"))
-    assert (built / "annoy.ann").read_bytes() == (reference / "annoy.ann").read_bytes()
-    assert sorted(p.read_bytes() for p in (built / "images").iterdir()) == \
-        sorted(p.read_bytes() for p in (reference / "images").iterdir())
+    """Byte for byte, every file and image of the same row, but for the manifest's build date."""
+    built_files, reference_files = files_of(built), files_of(reference)
+    del built_files["manifest.json"], reference_files["manifest.json"]
+    assert built_files == reference_files
+    manifests = [json.loads((index / "manifest.json").read_text()) for index in (built, reference)]
+    for manifest in manifests:
+        manifest.pop("built_at")
+    assert manifests[0] == manifests[1]
 
 
 @pytest.mark.parametrize("moment, ready", [
     ("mid-embedding", lambda staging: batches_saved(staging) >= 6),
     ("mid-index-write", lambda staging: (staging / "annoy.ann").exists()),
 ])
-def test_killed_build_leaves_the_served_index_and_resumes_to_the_same_index(catalog, reference, tmp_path,
+def test_killed_build_leaves_the_served_index_and_resumes_to_the_same_index(many_catalog, many_index, tmp_path,
                                                                             moment, ready):
-    out, before = served_index(catalog, tmp_path)
-    kill_when(catalog, out, ready)
-    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    out, before = served_index(many_catalog, tmp_path)
+    kill_when(many_catalog, out, ready)
+    assert files_of(out) == before
 
-    result = run_build(*build_args(catalog, out))
+    result = run_build(*build_args(many_catalog, out))
     assert result.returncode == 0, result.stderr
     resumed = int(result.stdout.split("Resuming: ")[1].split()[0])
     assert resumed >= 24 if moment == "mid-embedding" else resumed == 122
     assert "Indexed 121 products" in result.stdout and "Skipped 1: not an image" in result.stdout
-    assert_same_index(out, reference)
+    assert_same_index(out, many_index)
     assert not out.with_name(f".{out.name}.building").exists()
 
 
-def test_other_settings_start_over_instead_of_mixing(catalog, tmp_path):
+def test_other_settings_start_over_instead_of_mixing(many_catalog, tmp_path):
     out = tmp_path / "index"
-    kill_when(catalog, out, lambda staging: batches_saved(staging) >= 3)
-    result = run_build(*build_args(catalog, out)[:-4], "--batch-size", "8", "--out", str(out))
+    kill_when(many_catalog, out, lambda staging: batches_saved(staging) >= 3)
+    result = run_build(*build_args(many_catalog, out)[:-4], "--batch-size", "8", "--out", str(out))
     assert result.returncode == 0 and "Resuming" not in result.stdout and "Indexed 121 products" in result.stdout
 
 
@@ -109,29 +101,29 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_gives_a_clear_error_and_keeps_the_old_index(catalog, small_disk):
+def test_full_disk_gives_a_clear_error_and_keeps_the_old_index(many_catalog, small_disk):
     out = small_disk / "index"
-    assert run_build(*build_args(catalog, out), "--limit", "4").returncode == 0  # fits in 600 kB
-    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
-    result = run_build(*build_args(catalog, out))  # 120 products do not fit
+    assert run_build(*build_args(many_catalog, out), "--limit", "4").returncode == 0  # fits in 600 kB
+    before = files_of(out)
+    result = run_build(*build_args(many_catalog, out))  # 120 products do not fit
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Could not write the index" in result.stderr and "No space left on device" in result.stderr
     assert "The index at" in result.stderr and "is unchanged" in result.stderr
-    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    assert files_of(out) == before
 
 
-def test_read_only_output_gives_a_clear_error_and_keeps_the_old_index(catalog, small_disk):
+def test_read_only_output_gives_a_clear_error_and_keeps_the_old_index(many_catalog, small_disk):
     out = small_disk / "index"
-    assert run_build(*build_args(catalog, out), "--limit", "4").returncode == 0
-    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    assert run_build(*build_args(many_catalog, out), "--limit", "4").returncode == 0
+    before = files_of(out)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    result = run_build(*build_args(catalog, out), "--limit", "8")
+    result = run_build(*build_args(many_catalog, out), "--limit", "8")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Could not write the index" in result.stderr and "Read-only file system" in result.stderr
-    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    assert files_of(out) == before
 
 
-def test_a_short_write_of_numpy_is_reported_as_a_full_disk(catalog, tmp_path, monkeypatch):
+def test_a_short_write_of_numpy_is_reported_as_a_full_disk(many_catalog, tmp_path, monkeypatch):
     """numpy's array.tofile raises a bare OSError without errno ("N requested and M written") on a full disk."""
     from recommender.build import BuildFailed, build_index
     from recommender.catalog import load_catalog
@@ -144,8 +136,10 @@ def test_a_short_write_of_numpy_is_reported_as_a_full_disk(catalog, tmp_path, mo
     monkeypatch.setattr(VectorIndex, "save", disk_fills_up)
     settings = Settings(weights="random", image_size=IMAGE_SIZE)
     with pytest.raises(BuildFailed, match="the disk is full: 524288 requested and 125920 written") as failure:
-        build_index(load_catalog(str(catalog), limit=8), settings, tmp_path / "index", batch_size=4, progress=False)
+        build_index(load_catalog(str(many_catalog), limit=8), settings, tmp_path / "index", batch_size=4,
+                    progress=False)
     assert "is unchanged" in str(failure.value) and not (tmp_path / "index").exists()
     monkeypatch.undo()  # with the disk back, the same build resumes from its saved batches and completes
-    build_index(load_catalog(str(catalog), limit=8), settings, tmp_path / "index", batch_size=4, progress=False)
+    build_index(load_catalog(str(many_catalog), limit=8), settings, tmp_path / "index", batch_size=4,
+                progress=False)
     assert len(np.load(tmp_path / "index" / "vectors.npy")) == 8
