@@ -37,7 +37,8 @@ QUICK = {"images": 256, "naive": 32, "fold": 96, "queries": 50, "catalog": 44_00
          "per_user": 8}
 
 BENCHMARKS = [bench_embedding, bench_naive_loops, bench_batch_norm_fold, bench_footprint, bench_search_object,
-              bench_filtered_search, served(bench_end_to_end, bench_concurrency, bench_live), bench_cold_page_cache, bench_scales]
+              bench_filtered_search, served(bench_end_to_end, bench_concurrency, bench_live), bench_cold_page_cache,
+              bench_scales]
 
 
 @dataclass
