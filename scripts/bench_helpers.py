@@ -56,8 +56,8 @@ class Report:
     def markdown(self, machine_name: str) -> str:
         lines = ["# Benchmarks", "", f"`{self.command}` on {machine_name}, {time.strftime('%Y-%m-%d')}, "
                  f"{(time.perf_counter() - self.started) / 60:.1f} minutes. ResNet50 at 224x224 with random weights "
-                 "(the same cost as ImageNet's). Rerun the command to reproduce; timings vary by 10-20% from run to "
-                 "run on a shared machine, so each comparison is made within one run.", "",
+                 "(the same cost as ImageNet's). Rerun the command to reproduce; timings vary from run to run, far "
+                 "more on a busy machine, so each comparison is made within one run.", "",
                  "## Targets", "",
                  "A missed target marked *checked* fails the command (and CI); the others are timings, which a busy "
                  "machine can miss, and are only reported.", "",
