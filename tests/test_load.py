@@ -30,7 +30,7 @@ def unseen_photo(image: Image.Image, seed: tuple) -> bytes:
 
 
 @pytest.mark.load
-@pytest.mark.timeout(1200)  # about 4 minutes on 2 idle cores; a busy machine takes longer
+@pytest.mark.timeout(1800)  # 11-15 min measured on 2 cores shared with other jobs (load average 16-34)
 def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_rows, tmp_path):
     rows = catalog_rows[:CLIENTS]
     clients = [Client(app.url, verbose=False, download_files=False) for _ in rows]
