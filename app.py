@@ -28,7 +28,7 @@ from recommender.build import BuildFailed  # noqa: E402
 from recommender.catalog import CatalogUnavailable  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
-from recommender.explain import query_embedder  # noqa: E402
+from recommender.explain import View, query_embedder  # noqa: E402
 from recommender.page import LiveState, Page, in_memory_image  # noqa: E402
 from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, photo_editor, query_image  # noqa: E402,E501
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
@@ -45,9 +45,14 @@ MAX_UPLOAD_MB = 20  # a phone photo is under 10 MB; a larger upload is refused b
 CAMERA = gr.WebcamOptions(mirror=False, constraints={"video": {"facingMode": {"ideal": "environment"}}})
 
 
+def query_photos(recommender: Recommender) -> QueryPhotos:
+    """Query photos' vectors and cells, embedded once, cached by content; the cache never keeps a photo's copy."""
+    return QueryPhotos(query_embedder(recommender.embedder), cacheable=View.without_picture)
+
+
 def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> gr.Blocks:
     """The page and the API: layout, and which handler of recommender.page each event runs."""
-    photos = photos or QueryPhotos(query_embedder(recommender.embedder))
+    photos = photos or query_photos(recommender)
     page = Page(recommender, photos)
     manifest = recommender.manifest
     gr.set_static_paths([recommender.files.images.resolve()])  # galleries link to the index's images, no copies
@@ -105,24 +110,26 @@ def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> g
         api_image = query_image(photos, visible=False)  # the API's input: a plain image file, no editor state
         api_id = gr.Textbox(visible=False)
         api_product = gr.Textbox(visible=False)
-        # ids in the gallery; the catalog product on show; the photo's vector (the photo itself is not kept)
+        # ids in the gallery; the catalog product on show; the photo's vector and cells (the photo itself is not kept)
         shown, current, vector, live_state = gr.State([]), gr.State(None), gr.State(None), gr.State(LiveState())
+        query_copy = gr.Textbox(visible=False)  # the photo's small copy, a data URL held by the browser: the server
+        # keeps no copy of a photo, and "Why this match?" draws the query's side on this one when it is sent back
 
         controls = [k, *filters]
         page_outputs = [gallery, details, status, links, shown, current, vector, query_product]
         private = {"api_visibility": "private"}
         # The editor fires upload (several times) for a new photo and input for a confirmed crop. Every event runs
         # ("multiple"), so that each reads (and drops) its own upload; the first one for a photo searches.
-        gr.on([photo.upload, photo.input], page.search_photo, [photo, *controls], page_outputs,
+        gr.on([photo.upload, photo.input], page.search_photo, [photo, *controls], [*page_outputs, query_copy],
               trigger_mode="multiple", **private)
-        photo.clear(page.cleared, None, page_outputs, **private)
+        photo.clear(page.cleared, None, [*page_outputs, query_copy], **private)
         live.stream(page.live_frame, [live, *controls, live_state], [*page_outputs, live_state],
                     stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
                     concurrency_id="live", show_progress="hidden", **private)
         gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
         gallery.select(page.clicked, [shown, *controls, why], page_outputs, trigger_mode="always_last", **private)
-        gallery.select(page.why_clicked, [why, shown, current, vector],
+        gallery.select(page.why_clicked, [why, shown, current, vector, query_copy],
                        [why_panel, why_text, *why_images, why_details], trigger_mode="always_last", **private)
         example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last", **private)
         demo.load(page.opened, controls, page_outputs, **private)
@@ -145,7 +152,7 @@ def main() -> None:
         sys.exit(f"error: {error}")
     if recommender.uses_random_weights:
         print("WARNING: the index was built with random weights: results are not meaningful.", flush=True)
-    photos = QueryPhotos(query_embedder(recommender.embedder))
+    photos = query_photos(recommender)
     demo = build_demo(recommender, photos)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save

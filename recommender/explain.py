@@ -4,7 +4,7 @@ cells the channels' maxima came from, each cell mapped back onto its photo, and 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .images import fit_square, to_rgb
 
-__all__ = ["Explainer", "Explanation", "View", "cell_boxes", "contributions", "overlay", "query_embedder"]
+__all__ = ["Explainer", "Explanation", "View", "cell_boxes", "contributions", "overlay", "query_embedder",
+           "query_picture"]
 
 SHOWN_SIDE = 320  # overlays are drawn at this longest side (catalog thumbnails are often smaller: scaled up)
 TOP_REGIONS = 3  # cells outlined on each photo: the strongest few; more would clutter a 7x7 grid
@@ -26,13 +27,21 @@ class View:
     """One side of an explanation: what the model made of a picture, and the picture."""
     vector: np.ndarray  # (dims,) float32, unit length
     cells: np.ndarray  # (dims,) uint8: the grid cell (row * grid + column) of each channel's maximum
-    picture: bytes  # JPEG the overlay is drawn on: the query photo as the model saw it, or a product's thumbnail
+    picture: bytes | None  # JPEG the overlay is drawn on (a query photo's small copy, a product's thumbnail); None
+    # in what outlives a request: a query photo is never kept, its copy comes from the request (query_picture)
     size: tuple[int, int]  # (width, height) of the photo the cells were computed on, upright: boxes are in its pixels
+
+    def without_picture(self) -> "View":
+        """What the shared vector cache and a page session may keep of a query photo: no copy of the photo."""
+        return replace(self, picture=None)
+
+    def with_picture(self, picture: bytes | None) -> "View":
+        return replace(self, picture=picture)
 
 
 def query_embedder(embedder):
-    """What QueryPhotos embeds a photo with: one decode and one forward give its vector, its cells and the small copy
-    an explanation draws on (the photo's part of the model's input, 224 px at most); the photo itself is not kept."""
+    """What QueryPhotos embeds a photo with: one decode and one forward give its vector, its cells and, for this
+    request only, the small copy an explanation draws on (the photo's part of the model's input, 224 px at most)."""
     def embed(data: bytes) -> View:
         image = to_rgb(data)
         square = fit_square(image, embedder.size)
@@ -40,6 +49,14 @@ def query_embedder(embedder):
         return View(vectors[0], cells[0], _jpeg(_unpadded(square, image.size)), image.size)
 
     return embed
+
+
+def query_picture(data: bytes) -> bytes:
+    """The small copy an overlay is drawn on, from a photo's bytes in the request (its vector came from the cache,
+    which keeps no copy): upright, SHOWN_SIDE at most, decoded at a reduced scale where the format allows (JPEG)."""
+    image = to_rgb(data, draft_side=SHOWN_SIDE)
+    image.thumbnail((SHOWN_SIDE, SHOWN_SIDE))
+    return _jpeg(image)
 
 
 def contributions(query: np.ndarray, product: np.ndarray, cells: np.ndarray, grid: int) -> np.ndarray:
@@ -134,12 +151,14 @@ class Explainer:
             cells = recommender.embedder.embed_with_cells(fit_square(thumbnail, recommender.embedder.size)[None])[1][0]
         return View(np.asarray(recommender.index.vectors[row]), cells, path.read_bytes(), thumbnail.size)
 
-    def explain(self, query: View, product_id: str) -> tuple[Explanation, Image.Image, Image.Image]:
-        """The explanation of `product_id` as a match for `query`, and the two overlays (query, product)."""
+    def explain(self, query: View, product_id: str) -> tuple[Explanation, Image.Image | None, Image.Image]:
+        """The explanation of `product_id` as a match for `query`, and the two overlays (query, product); no query
+        overlay for a query View without its picture."""
         product = self.product(product_id)
         explanation = explain(query, product, self.grid)
-        return (explanation, overlay(query, explanation.query_cells, explanation.query_boxes),
-                overlay(product, explanation.product_cells, explanation.product_boxes))
+        query_overlay = (None if query.picture is None  # the photo's bytes were no longer in the request
+                         else overlay(query, explanation.query_cells, explanation.query_boxes))
+        return explanation, query_overlay, overlay(product, explanation.product_cells, explanation.product_boxes)
 
 
 def _regions(cells: np.ndarray, boxes: np.ndarray) -> list[dict]:

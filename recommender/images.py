@@ -26,17 +26,20 @@ class ImageError(ValueError):
         self.reason = reason
 
 
-def to_rgb(source) -> Image.Image:
+def to_rgb(source, draft_side: int | None = None) -> Image.Image:
     """Decode `source` (PIL image, numpy array, bytes, file-like or path) into an upright RGB image.
 
     EXIF orientation is applied, transparency is composited on white, grayscale, palette, CMYK and 16-bit
-    modes are converted, and images over MAX_PIXELS are refused before they are decoded.
+    modes are converted, and images over MAX_PIXELS are refused before they are decoded. With `draft_side`, a JPEG
+    may be decoded at a reduced scale that keeps both sides at least that long (a fraction of the full decode's cost).
     """
     if source is None:
         raise ImageError("No image was given: upload a photo, take one with the webcam, or paste one.", "no image")
     image = _open(source)
     _check_size(image.size)
     try:
+        if draft_side:
+            image.draft(None, (draft_side, draft_side))  # no-op for formats other than JPEG
         image.load()  # decode now, so a truncated file fails here with our message, not later
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as error:

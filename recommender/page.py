@@ -16,7 +16,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from .explain import Explainer
+from .explain import Explainer, View, query_picture
 from .images import ImageError
 from .photos import Photo, QueryPhotos
 from .search import ANY, Recommender, UnknownProduct
@@ -47,7 +47,9 @@ class LiveState:
 
 class Page:
     """The handlers. Page events write PAGE_OUTPUTS, in this order:
-    gallery, details (JSON), status, links, shown ids, current product, query vector, shown query product."""
+    gallery, details (JSON), status, links, shown ids, current product, query (a photo's View without its picture,
+    or a live frame's vector), shown query product. A photo's small copy, for "Why this match?", stays in the
+    browser (a hidden text of search_photo's), never on the server."""
 
     def __init__(self, recommender: Recommender, photos: QueryPhotos):
         self.recommender, self.photos = recommender, photos
@@ -127,6 +129,8 @@ class Page:
             if image is not None:
                 with self._photo_turn():
                     query = self.photos.embedding(image)
+                if query.picture is None and image.data is not None:  # from the cache, which keeps no copy
+                    query = query.with_picture(query_picture(image.data))
             elif id:
                 query = self.explainer.product(str(id))
             else:
@@ -139,9 +143,10 @@ class Page:
                 self.photos.store.release(image.path)
         return query_overlay, product_overlay, {"product_id": str(product_id), **explanation.to_dict()}
 
-    def why_clicked(self, why: bool, shown, current, vector, event: gr.SelectData, request: gr.Request):
+    def why_clicked(self, why: bool, shown, current, query, query_copy: str, event: gr.SelectData):
         """"Why this match?" on, a result clicked: its explanation in the panel (panel, text, two overlays, JSON).
         Off, the click shows more like the result, and the panel, about results no longer shown, is hidden.
+        A photo's side is drawn on its small copy, which the browser sends back (`query_copy`, a data URL).
         (Plain values for the overlays, never gr.skip() or gr.Image(...): Gradio answers an update by replacing the
         component, for the session, with a new one, which lacks in_memory_image's postprocess.)"""
         if not why:
@@ -149,13 +154,14 @@ class Page:
         product_id = shown[event.index]
         if current:
             query = self.explainer.product(current)
-        else:
-            with self._last_photo_lock:
-                key = self._last_photo.get(request.session_hash)
-            query = self.photos.cache.get(key) if key else None
-            if query is None or vector is None or not np.array_equal(query.vector, vector):  # a live frame's
-                return (gr.Column(visible=True), "Why this match? explains a result of a photo or of a catalog "
-                        "product, not of the live camera.", None, None, None)
+        elif isinstance(query, View):
+            try:
+                query = query.with_picture(query_picture(_from_data_url(query_copy)))
+            except ImageError:  # not sent back, or not an image: the query's side without its picture
+                pass
+        else:  # a live frame's vector
+            return (gr.Column(visible=True), "Why this match? explains a result of a photo or of a catalog "
+                    "product, not of the live camera.", None, None, None)
         explanation, query_overlay, product_overlay = self.explainer.explain(query, product_id)
         name = self.recommender.product(product_id).name
         text = (f"**Why {name} matched: {explanation.similarity:.0%} similar.** Tinted where the likeness comes "
@@ -165,22 +171,25 @@ class Page:
 
     # The page.
     def search_photo(self, photo: Photo | None, k, gender, article_type, colour, request: gr.Request):
-        """A new photo or crop in the editor: search it; only its vector is kept (in the session, for re-runs)."""
+        """A new photo or crop in the editor: search it. The session keeps its vector and cells (for re-runs and
+        "Why this match?"); its small copy goes to the browser (the last output), not into the session."""
         if photo is None or self._seen(request.session_hash, photo.key):
-            return [gr.skip()] * 8  # the editor sends each photo in several events: the first one searches
+            return [gr.skip()] * 9  # the editor sends each photo in several events: the first one searches
         started = time.perf_counter()
         try:
             with self._photo_turn():
-                vector = self.photos.vector(photo)
+                query = self.photos.embedding(photo)
+            picture = query.picture or (query_picture(photo.data) if photo.data is not None else None)
         except ImageError as error:
             raise gr.Error(str(error)) from None
-        return self._page(vector, k, gender, article_type, colour, started=started)
+        return *self._page(query.without_picture(), k, gender, article_type, colour, started=started), \
+            _data_url(picture)
 
     def cleared(self, request: gr.Request):
         """The photo was removed: an empty page; the same photo uploaded again searches again."""
         with self._last_photo_lock:
             self._last_photo.pop(request.session_hash, None)
-        return [], [], "", "", [], None, None, gr.Image(visible=False)
+        return [], [], "", "", [], None, None, gr.Image(visible=False), ""
 
     def live_frame(self, frame: np.ndarray | None, k, gender, article_type, colour, live: LiveState | None):
         """A frame of the live camera (decoded in memory, never written): searched unless it barely changed since
@@ -241,7 +250,7 @@ class Page:
         return self.more_like(product_id, k, gender, article_type, colour)
 
     def _page(self, query, k, gender, article_type, colour, started=None) -> list:
-        """PAGE_OUTPUTS for `query`: a catalog Product or a photo's vector."""
+        """PAGE_OUTPUTS for `query`: a catalog Product, a photo's View or a live frame's vector."""
         results, status = self._search(query, k, _filters(gender, article_type, colour), started)
         gallery = gr.Gallery(_gallery(results), selected_index=None)  # new results: no old selection shown
         if isinstance(query, Product):
@@ -253,13 +262,14 @@ class Page:
                 gr.Image(visible=False)]
 
     def _search(self, query, k, filters, started=None):
-        """(results, status text) for a catalog Product or a vector."""
+        """(results, status text) for a catalog Product, a View or a vector."""
         started = started or time.perf_counter()
         try:
             if isinstance(query, Product):
                 results = self.recommender.similar(query.id, k, filters)
             else:
-                results = self.recommender.nearest(query, k, self.recommender.matching_rows(filters))
+                vector = getattr(query, "vector", query)
+                results = self.recommender.nearest(vector, k, self.recommender.matching_rows(filters))
         except UnknownProduct as error:
             raise gr.Error(str(error)) from None
         milliseconds = (time.perf_counter() - started) * 1000
@@ -305,6 +315,21 @@ def in_memory_image(**options):
 
     image.postprocess = postprocess
     return image
+
+
+def _data_url(jpeg: bytes | None) -> str:
+    return "" if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def _from_data_url(url: str | None) -> bytes | None:
+    """The bytes of a base64 data URL; None for anything else (to_rgb then says no image was given)."""
+    header, _, payload = (url or "").partition(",")
+    if not (header.startswith("data:") and header.endswith(";base64")):
+        return None
+    try:
+        return base64.b64decode(payload, validate=True)
+    except ValueError:
+        return None
 
 
 def _filters(gender, article_type, colour) -> dict:

@@ -42,10 +42,9 @@ class UploadStore:
         self._unread, self._key_life, self._max_bytes = unread_seconds, key_seconds, max_bytes
         self._lock = threading.Lock()
 
-    def put(self, path: str, data: bytes, keep_bytes: bool = True) -> None:
-        """Hold `data` under `path` (only its key with keep_bytes=False: a photo whose vector is known already)."""
+    def put(self, path: str, data: bytes) -> None:
         with self._lock:
-            self._entries[path] = [photo_key(data), data if keep_bytes else None, time.monotonic()]
+            self._entries[path] = [photo_key(data), data, time.monotonic()]
             self._entries.move_to_end(path)
             self._expire()
 
@@ -90,8 +89,8 @@ class UploadStore:
 
 class InMemoryUploads:
     """ASGI middleware: answers Gradio's upload route (POST .../gradio_api/upload, multipart "files") like Gradio
-    does, with a path in Gradio's upload folder, but holds the bytes in `photos.store` instead of writing them, and
-    only the key of a photo whose vector is known already. Everything else goes to the app."""
+    does, with a path in Gradio's upload folder, but holds the bytes in `photos.store` instead of writing them (even
+    for a photo whose vector is known: /explain draws on them). Everything else goes to the app."""
 
     def __init__(self, app, photos: "QueryPhotos", upload_dir: str, max_bytes: int):
         self.app, self.photos, self.upload_dir, self.max_bytes = app, photos, Path(upload_dir), max_bytes
@@ -143,7 +142,7 @@ class InMemoryUploads:
             key = photo_key(data)
             self.photos.forget_disk_copies(key)
             path = str(self.upload_dir / key / name)
-            self.photos.store.put(path, data, keep_bytes=self.photos.cache.get(key) is None)
+            self.photos.store.put(path, data)
             paths.append(path)
         return 200, json.dumps(paths).encode()
 
@@ -173,12 +172,14 @@ class Photo(NamedTuple):
 class QueryPhotos:
     """Where a handler gets a photo's vector: from the vector cache by content, or by embedding the bytes once.
 
-    `embed(bytes)` returns the vector, or an object holding it as `.vector` with what later requests need of the
+    `embed(bytes)` returns the vector, or an object holding it as `.vector` with what the request needs of the
     photo (the app's: recommender.explain.View, with the grid cells and a small copy for "Why this match?"); the
-    cache keeps what it returns."""
+    shared cache keeps only `cacheable(what embed returned)` (the app's: the View without the copy)."""
 
-    def __init__(self, embed, store: UploadStore | None = None, cache: "VectorCache | None" = None):
+    def __init__(self, embed, store: UploadStore | None = None, cache: "VectorCache | None" = None,
+                 cacheable=lambda embedding: embedding):
         self.embed, self.store, self.cache = embed, store or UploadStore(), cache or VectorCache()
+        self.cacheable = cacheable
         self._disk_copies: dict[str, set[Path]] = {}  # content key -> files Gradio wrote that will be uploaded
         self._disk_copies_lock = threading.Lock()
 
@@ -226,7 +227,7 @@ class QueryPhotos:
         return getattr(embedding, "vector", embedding)
 
     def embedding(self, photo: Photo):
-        """What `embed` returned for `photo`'s bytes (from the cache, or embedding them once); raises
+        """What `embed` returned for `photo`'s bytes, or, from the cache, its cacheable part; raises
         images.ImageError for bytes that are not a usable image."""
         from .images import ImageError
 
@@ -237,7 +238,7 @@ class QueryPhotos:
                     raise ImageError("This photo was already searched and is no longer held; send it again.",
                                      "no image")
                 embedding = self.embed(photo.data)
-                self.cache.put(photo.key, embedding)
+                self.cache.put(photo.key, self.cacheable(embedding))
             return embedding
         finally:
             self.store.release(photo.path)  # used or refused: its bytes go, its key stays
@@ -328,9 +329,9 @@ def photo_editor(photos: QueryPhotos, **options):
 
 
 class VectorCache:
-    """The vectors of recent photos by content key, not their bytes (in the app, with each vector, its cells and a
-    copy of the photo at most 224 px across, for "Why this match?"): the editor's repeated events for one photo, and a
-    photo sent again, cost no model call. Shared by all sessions: the same bytes give the same vector."""
+    """The vectors of recent photos by content key, never the photos (in the app, with each vector its cells, for
+    "Why this match?"): the editor's repeated events for one photo, and a photo sent again, cost no model call.
+    Shared by all sessions: the same bytes give the same vector."""
 
     def __init__(self, size: int = 256):
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()

@@ -307,3 +307,19 @@ def test_the_page_explains_a_result_and_clicking_still_shows_more_like_it(app_22
                                arg=explained, timeout=WAIT)
         browser.close()
     assert [path for path in app_224.temp_dir.rglob("*") if path.is_file()] == []
+
+
+def test_no_copy_of_a_query_photo_outlives_its_request(searcher, catalog_rows):
+    """The app's shared vector cache keeps a photo's vector and cells, which the request's copy of the photo (for
+    the overlay) is not part of; /explain and the page draw on the photo they are sent."""
+    from app import query_photos
+
+    photos, data = query_photos(searcher), jpeg(catalog_rows[30]["image"])
+    photos.store.put("uploads/f00d/cap.jpg", data)
+    photo = photos.open("uploads/f00d/cap.jpg")
+    view = photos.embedding(photo)
+    assert Image.open(io.BytesIO(view.picture)).size == (168, 224)  # this request's copy
+    cached = photos.cache.get(photo.key)
+    assert cached.picture is None
+    assert np.array_equal(cached.vector, view.vector) and np.array_equal(cached.cells, view.cells)
+    assert cached.size == view.size == (120, 160)
