@@ -1,8 +1,10 @@
-"""Build an index: catalog -> decode and resize (worker threads) -> embed (batches) -> write, then swap in."""
+"""Build an index: catalog -> decode and resize (worker threads) -> embed (batches) -> write, then swap in. An image
+whose bytes the index already at the destination holds (same model) is not embedded again: its vector is reused."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -22,7 +24,8 @@ from .checkpoint import Checkpoint
 from .config import Settings
 from .embedder import Embedder, probe_image
 from .images import ImageError, fit_square, to_rgb
-from .index import FORMAT_VERSION, IndexFiles, VectorIndex, swap_into_place
+from .index import (FORMAT_VERSION, IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest,
+                    swap_into_place)
 
 __all__ = ["BuildFailed", "BuildSummary", "build_index", "write_index"]
 
@@ -45,11 +48,15 @@ class BuildSummary:
     embed_seconds: float = 0.0  # reading, decoding and embedding the catalog (this run's part of it)
     images_per_second: float = 0.0  # catalog rows read, decoded and embedded per second by this run
     size_bytes: int = 0
-
+    embedded: int = 0  # images this run put through the model
+    reused: int = 0  # images whose vector, cells and thumbnail this run took from the index it replaces
 
     def __str__(self) -> str:
         lines = [f"Indexed {self.indexed} products in {self.seconds:.1f} s (embedding at "
                  f"{self.images_per_second:.1f} images/s) into {self.out} ({self.size_bytes / 1e6:.1f} MB)."]
+        if self.reused:
+            lines.append(f"Embedded {self.embedded} images; reused {self.reused} unchanged ones from the index "
+                         "it replaces.")
         lines += [f"Skipped {count}: {reason} (e.g. {', '.join(map(str, self.skipped_ids[reason]))})"
                   for reason, count in self.skipped.most_common()]
         return "\n".join(lines)
@@ -61,12 +68,26 @@ class _Prepared:
     pixels: np.ndarray | None = None  # (size, size, 3) uint8 for the model
     thumbnail: bytes | None = None  # JPEG for the gallery
     problem: str | None = None  # why it is skipped
+    digest: bytes | None = None  # sha256 of the image's bytes
+    reused: int | None = None  # its row in the previous index, whose vector and thumbnail it takes
+
+
+@dataclass
+class _Previous:
+    """The index a build replaces, made by the same embedder: vectors it need not compute again."""
+    files: IndexFiles
+    rows: dict  # sha256 of an image's bytes -> its first row
+    vectors: np.ndarray  # (n, dims) float32, memory-mapped
+    cells: np.ndarray  # (n, dims) uint8, memory-mapped
 
 
 def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int = 32,
-                embedder: Embedder | None = None, progress: bool = True) -> BuildSummary:
+                embedder: Embedder | None = None, progress: bool = True, reuse: bool = True,
+                engine=None) -> BuildSummary:
     """Embed every product of `catalog` and write a complete index to `out`, replacing any index there only
-    once the new one is whole. Unreadable images and rows without an id are skipped and counted.
+    once the new one is whole. Unreadable images and rows without an id are skipped and counted. With `reuse`,
+    an image whose bytes the index at `out` holds (built by the same embedder) takes its vector, cells and
+    thumbnail from there instead of being decoded and embedded: a rebuild after a few rows changed embeds those.
 
     Each embedded batch is saved in a staging folder beside `out`; if the build is killed or fails, running it
     again with the same catalog and settings resumes from there."""
@@ -76,7 +97,8 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
     files = IndexFiles(out.with_name(f".{out.name}.building"))
     # parts saved by a build before cells were kept have none: "cells" makes such a build start over
     checkpoint = Checkpoint(files.root, {"dataset": catalog.source, "embedder": embedder.identity,
-                                         "batch_size": batch_size, "format": FORMAT_VERSION, "cells": True})
+                                         "batch_size": batch_size, "format": FORMAT_VERSION, "cells": True,
+                                         "hashes": True})  # parts saved before hashes were kept start over
     summary = BuildSummary(out=out)
     try:
         files.images.mkdir(parents=True, exist_ok=True)
@@ -85,7 +107,10 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
             print(f"Resuming: {saved.consumed} catalog rows were embedded or skipped before.", flush=True)
         embedder.embed(probe_image(embedder.size)[None])  # traces the model (1 s) before images/s is timed
         embedding_started = time.perf_counter()
-        embedded_now = _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress)
+        previous = _previous_index(out, embedder) if reuse else None
+        embed_catalog = engine or _embed_catalog  # engine: another embedding stage (recommender.ray_engine)
+        embedded_now = embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress,
+                                     previous)
         summary.embed_seconds = time.perf_counter() - embedding_started
         summary.images_per_second = embedded_now / summary.embed_seconds if summary.embed_seconds else 0.0
         summary.skipped, summary.skipped_ids = Checkpoint.skip_counts(saved)
@@ -96,7 +121,7 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
                               f"{dict(summary.skipped) or 'the catalog is empty'}.")
         print(f"Building the Annoy index ({settings.trees} trees over {len(items)} vectors)...", flush=True)
         write_index(files, np.concatenate(saved.vectors), items, embedder, settings, catalog.source,
-                    dict(summary.skipped), cells=np.concatenate(saved.cells))
+                    dict(summary.skipped), cells=np.concatenate(saved.cells), hashes=_digests(saved.hashes))
         checkpoint.remove()
         summary.size_bytes = sum(p.stat().st_size for p in files.root.rglob("*") if p.is_file())
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +139,35 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
     return summary
 
 
-def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress) -> int:
+def _previous_index(out: Path, embedder: Embedder) -> _Previous | None:
+    """The index at `out` if its vectors can stand for this embedder's (same identity, content hashes kept)."""
+    try:
+        manifest = read_manifest(out)  # verified: a damaged index lends nothing
+    except IndexUnusable:
+        return None
+    files = IndexFiles(Path(out))
+    same_model = json.dumps(manifest["embedder"], sort_keys=True) == json.dumps(embedder.identity, sort_keys=True)
+    if not same_model or files.hashes.name not in manifest["files"] or files.cells.name not in manifest["files"]:
+        print(f"The index at {out} was built by another model or without content hashes: every image is "
+              "embedded.", flush=True)
+        return None
+    rows = {}
+    for row, digest in enumerate(np.load(files.hashes, allow_pickle=False)):
+        rows.setdefault(digest.tobytes(), row)  # copies of one image: the first row stands for them
+    print(f"Reusing the vectors of unchanged images from the index at {out} ({len(rows)} distinct images).",
+          flush=True)
+    return _Previous(files, rows, np.load(files.vectors, mmap_mode="r", allow_pickle=False),
+                     load_cells(files, manifest))
+
+
+def _digests(hashes: list) -> np.ndarray | None:
+    """(n, 32) uint8 from hex digests; None if any row lacks one (then the index keeps none)."""
+    if any(digest is None for digest in hashes):
+        return None
+    return np.frombuffer(b"".join(bytes.fromhex(digest) for digest in hashes), np.uint8).reshape(-1, 32)
+
+
+def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress, previous) -> int:
     """Embed the catalog rows after those `saved` holds, saving each batch; returns the rows read now."""
     seen_ids = {item["id"] for item in saved.items}
     rows = islice(catalog.rows, saved.consumed, None)
@@ -122,7 +175,7 @@ def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summ
                smoothing=0.1)
     read_now = 0
     with bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as workers:
-        for batch in _prepared_batches(rows, embedder.size, workers, batch_size):
+        for batch in _prepared_batches(rows, embedder.size, workers, batch_size, previous):
             accepted, skipped = [], []
             for prepared in batch:
                 product_id = prepared.product.id
@@ -133,12 +186,13 @@ def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summ
                     continue
                 seen_ids.add(product_id)
                 accepted.append(prepared)
-            vectors, cells = (embedder.embed_with_cells(np.stack([p.pixels for p in accepted])) if accepted
-                              else (None, None))
+            vectors, cells = _vectors_of(accepted, embedder, previous)
             for row, prepared in enumerate(accepted, start=len(saved.items)):
                 files.image(row).write_bytes(prepared.thumbnail)
             checkpoint.save(saved, vectors, cells, [{"id": p.product.id, **p.product.metadata} for p in accepted],
-                            skipped, len(batch))
+                            skipped, len(batch), hashes=[p.digest.hex() if p.digest else None for p in accepted])
+            summary.reused += sum(p.reused is not None for p in accepted)
+            summary.embedded += sum(p.reused is None for p in accepted)
             read_now += len(batch)
             bar.update(len(batch))
             if saved.skipped:
@@ -146,15 +200,39 @@ def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summ
     return read_now
 
 
+def _vectors_of(accepted: list[_Prepared], embedder: Embedder, previous: _Previous | None):
+    """(n, dims) float32 vectors and (n, dims) uint8 cells of the accepted rows, in order: those the previous index
+    holds copied from it, the others embedded in one model call; (None, None) for no rows."""
+    if not accepted:
+        return None, None
+    fresh = [i for i, p in enumerate(accepted) if p.reused is None]
+    if len(fresh) == len(accepted):
+        return embedder.embed_with_cells(np.stack([p.pixels for p in accepted]))
+    kept = [i for i, p in enumerate(accepted) if p.reused is not None]
+    old_rows = [accepted[i].reused for i in kept]
+    vectors = np.empty((len(accepted), previous.vectors.shape[1]), np.float32)
+    cells = np.empty((len(accepted), previous.cells.shape[1]), np.uint8)
+    vectors[kept], cells[kept] = previous.vectors[old_rows], previous.cells[old_rows]
+    if fresh:
+        vectors[fresh], cells[fresh] = embedder.embed_with_cells(np.stack([accepted[i].pixels for i in fresh]))
+    return vectors, cells
+
+
 def write_index(files: IndexFiles, vectors: np.ndarray, items: list[dict], embedder: Embedder, settings: Settings,
-                source: dict, skipped: dict, cells: np.ndarray | None = None) -> VectorIndex:
+                source: dict, skipped: dict, cells: np.ndarray | None = None,
+                hashes: np.ndarray | None = None) -> VectorIndex:
     """Write everything but the thumbnails (images/<row>.jpg, already there) of an index of `vectors` and their
     `items`, the manifest last. Without `cells` (vectors that no model pooled) the index has no cells.npy:
-    explanations then embed a product's thumbnail when asked."""
+    explanations then embed a product's thumbnail when asked. Without `hashes` ((n, 32) uint8, the sha256 of each
+    row's image bytes) a later build cannot reuse its vectors."""
     index = VectorIndex.build(vectors, settings.trees, settings.coarse_dims, settings.seed)
     index.save(files)
     if cells is not None:
         np.save(files.cells, cells, allow_pickle=False)
+    if hashes is not None:
+        np.save(files.hashes, hashes, allow_pickle=False)
+    else:
+        files.hashes.unlink(missing_ok=True)  # one left by an earlier attempt would not match these rows
     _write_items(files, items)
     np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
     _remove_extra_images(files, len(items))
@@ -170,21 +248,28 @@ def _remove_extra_images(files: IndexFiles, count: int) -> None:
             path.unlink()
 
 
-def _prepared_batches(products, size: int, workers: ThreadPoolExecutor, batch_size: int):
+def _prepared_batches(products, size: int, workers: ThreadPoolExecutor, batch_size: int, previous=None):
     """Batches of decoded, resized products, decoded in `workers` while the model embeds earlier batches."""
     products = iter(products)
     pending = deque()
     while chunk := list(islice(products, batch_size)):
-        pending.append([workers.submit(_prepare, product, size) for product in chunk])
+        pending.append([workers.submit(_prepare, product, size, previous) for product in chunk])
         if len(pending) > BATCHES_AHEAD:
             yield [future.result() for future in pending.popleft()]
     while pending:
         yield [future.result() for future in pending.popleft()]
 
 
-def _prepare(product: Product, size: int) -> _Prepared:
+def _prepare(product: Product, size: int, previous: _Previous | None = None) -> _Prepared:
     if product.id is None or product.id == "":
         return _Prepared(product, problem="no id")
+    digest = _content_digest(product)
+    if previous is not None and digest in previous.rows:
+        row = previous.rows[digest]
+        try:  # the same bytes give the same thumbnail: no decoding, no model
+            return _Prepared(product, thumbnail=previous.files.image(row).read_bytes(), digest=digest, reused=row)
+        except OSError:
+            pass  # gone from the previous index since it was opened: decode and embed it again
     try:
         image = to_rgb(product.image)
     except ImageError as error:
@@ -193,7 +278,17 @@ def _prepare(product: Product, size: int) -> _Prepared:
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
-    return _Prepared(product, pixels=pixels, thumbnail=buffer.getvalue())
+    return _Prepared(product, pixels=pixels, thumbnail=buffer.getvalue(), digest=digest)
+
+
+def _content_digest(product: Product) -> bytes | None:
+    """sha256 of the image's encoded bytes (what an embedding is remembered by); None if there are none to read."""
+    if product.image_bytes is not None:
+        return hashlib.sha256(product.image_bytes).digest()
+    try:
+        return hashlib.sha256(Path(product.image_path).read_bytes()).digest() if product.image_path else None
+    except OSError:
+        return None  # to_rgb says what is wrong with the file
 
 
 def _write_items(files: IndexFiles, items: list[dict]) -> None:

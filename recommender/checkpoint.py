@@ -24,6 +24,7 @@ class Progress:
     vectors: list = field(default_factory=list)  # one (n, dims) float32 array per batch
     cells: list = field(default_factory=list)  # one (n, dims) uint8 array per batch: where each maximum was
     items: list = field(default_factory=list)  # one metadata dict per indexed product, in row order
+    hashes: list = field(default_factory=list)  # per indexed product, the sha256 (hex) of its image bytes, or None
     skipped: list = field(default_factory=list)  # (reason, product id) per skipped row
 
 
@@ -56,23 +57,28 @@ class Checkpoint:
                 progress.cells.append(np.load(self.parts / f"{batch:06d}.cells.npy", allow_pickle=False))
             part = json.loads((self.parts / f"{batch:06d}.json").read_text())
             progress.items += part["items"]
+            progress.hashes += part["hashes"]
             progress.skipped += [tuple(skip) for skip in part["skipped"]]
         return progress
 
     def save(self, progress: Progress, vectors: np.ndarray | None, cells: np.ndarray | None, items: list[dict],
-             skipped: list[tuple], rows_read: int) -> None:
-        """Add one batch: its files first, then the progress that makes it count."""
+             skipped: list[tuple], rows_read: int, hashes: list[str] | None = None) -> None:
+        """Add one batch: its files first, then the progress that makes it count. `hashes`: the sha256 (hex) of
+        each item's image bytes, if known (a later build may reuse the vectors of images it has seen)."""
+        hashes = hashes if hashes is not None else [None] * len(items)
         batch = progress.batches
         _save(self.parts / f"{batch:06d}.npy", vectors if vectors is not None else np.zeros((0, 0), np.float32))
         if vectors is not None:
             _save(self.parts / f"{batch:06d}.cells.npy", cells)
-        (self.parts / f"{batch:06d}.json").write_text(json.dumps({"items": items, "skipped": skipped}))
+        (self.parts / f"{batch:06d}.json").write_text(json.dumps({"items": items, "skipped": skipped,
+                                                                  "hashes": hashes}))
         progress.consumed += rows_read
         progress.batches += 1
         if vectors is not None:
             progress.vectors.append(vectors)
             progress.cells.append(cells)
         progress.items += items
+        progress.hashes += hashes
         progress.skipped += skipped
         temporary = self.progress_file.with_suffix(".tmp")
         temporary.write_text(json.dumps({"key": self.key, "consumed": progress.consumed,

@@ -3,6 +3,7 @@
     python scripts/build_index.py                                   # all ~44k products of the Hub dataset
     python scripts/build_index.py --dataset my.parquet --limit 500  # a local parquet in the same schema
     python scripts/build_index.py --dataset photos/ --out my-index  # a folder of images (sub-folder = type)
+    python scripts/build_index.py --dataset data/ --engine ray      # embed on Ray (RAY_ADDRESS: a cluster's)
 """
 
 import argparse
@@ -35,6 +36,15 @@ def main(argv=None) -> int:
     parser.add_argument("--trees", type=int, default=defaults.trees, help="Annoy trees")
     parser.add_argument("--coarse-dims", type=int, default=defaults.coarse_dims,
                         help="principal components Annoy searches before the exact re-ranking")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="embed every image, even those whose vectors the index at --out already holds")
+    parser.add_argument("--engine", choices=["in-process", "ray"], default="in-process",
+                        help="where images are embedded: this process, or Ray workers (pip install -r "
+                             "requirements-ray.txt; a parquet catalog; RAY_ADDRESS picks the cluster)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --engine ray: model copies (default: the cluster's CPUs / --worker-cpus)")
+    parser.add_argument("--worker-cpus", type=float, default=1.0,
+                        help="with --engine ray: CPUs (and TensorFlow threads) per worker")
     args = parser.parse_args(argv)
     if args.image_size < 32:
         parser.error("--image-size must be at least 32 (ResNet50 downsamples by 32)")
@@ -45,12 +55,28 @@ def main(argv=None) -> int:
                         coarse_dims=args.coarse_dims, precision=args.precision)
     try:
         catalog = load_catalog(args.dataset, split=args.split, limit=args.limit, revision=args.revision)
-        summary = build_index(catalog, settings, Path(args.out), batch_size=args.batch_size)
+        engine = _engine(args, catalog)
+        summary = build_index(catalog, settings, Path(args.out), batch_size=args.batch_size, reuse=not args.no_reuse,
+                              engine=engine)
     except (CatalogUnavailable, WeightsUnavailable, BuildFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(summary)
     return 0
+
+
+def _engine(args, catalog):
+    if args.engine == "in-process":
+        return None
+    try:
+        import ray  # noqa: F401  (checked here, imported for real only by the engine)
+    except ImportError:
+        raise BuildFailed("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
+    from recommender.ray_engine import RayEngine
+
+    engine = RayEngine(workers=args.workers, worker_cpus=args.worker_cpus)
+    engine.check(catalog)  # before the model loads: a catalog Ray cannot split is refused at once
+    return engine
 
 
 if __name__ == "__main__":
