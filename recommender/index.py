@@ -43,6 +43,9 @@ class IndexFiles:
     # (n, dims) uint8, optional: per channel, the cell (row * grid + column) of the grid over the padded square
     # image that its pooled value came from; recommender.explain splits a similarity over the cells with it
     cells = property(lambda self: self.root / "cells.npy")
+    # (n, 32) uint8, optional: sha256 of each row's catalog image bytes; a rebuild reuses the vector, cells and
+    # thumbnail of an image whose bytes it has already embedded (recommender.build)
+    hashes = property(lambda self: self.root / "hashes.npy")
 
     def image(self, row: int) -> Path:
         return self.images / f"{row:07d}.jpg"
@@ -55,7 +58,7 @@ class IndexFiles:
     @property
     def optional(self) -> tuple[Path, ...]:
         """Files an index may lack; the manifest records those it has, and a load verifies them."""
-        return (self.cells,)
+        return self.cells, self.hashes
 
     def fingerprint(self) -> dict:
         """What the manifest records of the files: size and sha256 of each, count and bytes of the images."""

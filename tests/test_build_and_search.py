@@ -155,8 +155,9 @@ def test_the_index_holds_no_pickle(built_index):
     files = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
     assert {name for name in files if not name.startswith("images/")} == {
         "manifest.json", "vectors.npy", "annoy.ann", "pca_mean.npy", "pca_axes.npy", "items.parquet", "probe.npy",
-        "cells.npy"}
+        "cells.npy", "hashes.npy"}
     for name in ("vectors.npy", "pca_mean.npy", "pca_axes.npy", "probe.npy"):
         assert np.load(out / name, allow_pickle=False).dtype == np.float32  # plain arrays, no object dtype
     assert np.load(out / "cells.npy", allow_pickle=False).dtype == np.uint8
+    assert np.load(out / "hashes.npy", allow_pickle=False).dtype == np.uint8
     assert all(name.endswith(".jpg") for name in files if name.startswith("images/"))
