@@ -24,6 +24,7 @@ from bench_helpers import ROOT, Photos, Report, machine, timed  # first: it sets
 
 import numpy as np  # noqa: E402
 from bench_app import bench_cold_page_cache, bench_concurrency, bench_end_to_end, served  # noqa: E402
+from bench_explain import bench_explain  # noqa: E402
 from bench_live import bench_live  # noqa: E402
 from bench_index import bench_filtered_search, bench_footprint, bench_scales, bench_search_object  # noqa: E402
 from bench_model import bench_batch_norm_fold, bench_embedding, bench_naive_loops  # noqa: E402
@@ -37,8 +38,8 @@ QUICK = {"images": 256, "naive": 32, "fold": 96, "queries": 50, "catalog": 44_00
          "per_user": 8}
 
 BENCHMARKS = [bench_embedding, bench_naive_loops, bench_batch_norm_fold, bench_footprint, bench_search_object,
-              bench_filtered_search, served(bench_end_to_end, bench_concurrency, bench_live), bench_cold_page_cache,
-              bench_scales]
+              bench_filtered_search, served(bench_end_to_end, bench_concurrency, bench_live, bench_explain),
+              bench_cold_page_cache, bench_scales]
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench_helpers import ask, p50_p95, percentiles, timed
 
-from recommender.explain import Explainer, query_embedder
+from recommender.explain import Explainer, query_embedder, query_picture
 from recommender.index import IndexFiles, read_manifest
 from recommender.search import Recommender
 
@@ -35,15 +35,20 @@ def bench_explain(bench, app, client) -> None:
 
     # In the search process: the explanation's own work (split, boxes, the two overlays), the query side known.
     small = Recommender.load(bench.small)  # built by the real build: it has cells.npy
-    query = query_embedder(small.embedder)(open(bench.photos.take(1)[0], "rb").read())
-    products = [result.id for result in small.nearest(query.vector, 20)]
+    data = open(bench.photos.take(1)[0], "rb").read()
+    cached = query_embedder(small.embedder)(data).without_picture()  # what the vector cache holds of the photo
+    products = [result.id for result in small.nearest(cached.vector, 20)]
     explainer = Explainer(small)
-    explainer.explain(query, products[0])  # warm
-    stored_ms = [timed(explainer.explain, query, product)[1] for product in products * 3]
+
+    def explain_known(product):  # /explain's work for a photo whose vector is cached: the overlay is drawn on a
+        return explainer.explain(cached.with_picture(query_picture(data)), product)  # copy from the request's bytes
+
+    explain_known(products[0])  # warm
+    stored_ms = [timed(explain_known, product)[1] for product in products * 3]
     small.cells = None  # as an index built before cells were stored: the product side is a forward of its thumbnail
-    on_demand_ms = [timed(explainer.explain, query, product)[1] for product in products]
-    report.add(section, "explanation in the search process, stored cells (split, boxes, two 320 px overlays)",
-               p50_p95(stored_ms))
+    on_demand_ms = [timed(explain_known, product)[1] for product in products]
+    report.add(section, "explanation in the search process, stored cells (the photo's copy from the request's "
+               "bytes, split, boxes, two 320 px overlays)", p50_p95(stored_ms))
     report.add(section, "explanation in the search process, no cells.npy (a forward of the product's thumbnail)",
                p50_p95(on_demand_ms))
     p50 = percentiles(stored_ms)[0]

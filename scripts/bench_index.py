@@ -17,6 +17,7 @@ from bench_helpers import BLAS_DEFAULT, Report, p50_p95, percentiles, timed
 
 from recommender.build import write_index
 from recommender.config import Settings
+from recommender.embedder import DIMS
 from recommender.index import IndexFiles, VectorIndex, read_manifest
 from recommender.search import Recommender
 from synthetic_catalog import resnet_like_features
@@ -35,8 +36,10 @@ def bench_footprint(bench) -> None:
         source = row % len(small.items)
         items.append({**small.items[source], "id": str(row)})
         os.link(small.files.image(source), files.image(row))  # the same JPEG bytes, no copy
+    # cells as the build stores them (one grid cell per channel), so /explain is measured on the stored-cells path
+    cells = np.random.default_rng(3).integers(0, small.embedder.grid ** 2, (count, DIMS), np.uint8)
     _, milliseconds = timed(write_index, files, resnet_like_features(count, seed=2), items, small.embedder,
-                            Settings(weights="random"), {"kind": "benchmark"}, {})
+                            Settings(weights="random"), {"kind": "benchmark"}, {}, cells)
     bench.catalog = files.root
     report.add(section, f"index writing for {count:,} products (PCA, Annoy, items, checksums)",
                f"{milliseconds / 1000:.1f} s")
