@@ -1,0 +1,166 @@
+"""`--engine ray` builds the in-process build's index (same rows, vectors to float round-off, same neighbours, skips
+and thumbnails), also when a worker or the driver is killed mid-build; the app and the default build never import
+ray. All on one local Ray of 2 CPUs, which the builds join through RAY_ADDRESS, as they would join a cluster."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import QUIET_ENV, ROOT, run_build
+from conftest import many_build_args as build_args
+from test_interrupted_build import batches_saved, files_of
+
+ray = pytest.importorskip("ray", reason="--engine ray needs `pip install -r requirements-ray.txt`")
+
+WORKER_TITLE = "ray::MapWorker(MapBatches(_EmbedRows))"  # the process title Ray gives a build's worker
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local Ray of 2 CPUs started here and stopped with every process it started after the module's tests."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    deadline = time.monotonic() + 30
+    while workers_of(os.getpid()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not workers_of(os.getpid()), "Ray left worker processes running"
+
+
+def workers_of(ancestor: int) -> list[int]:
+    """Pids of the build workers (Ray actors) that descend from `ancestor`: this session's Ray only."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+            parents[int(pid)] = int(rest.rsplit(") ", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+
+    def descends(pid):
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == ancestor:
+                return True
+        return False
+
+    found = []
+    for pid in parents:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith(WORKER_TITLE) and descends(pid):
+            found.append(pid)
+    return found
+
+
+def ray_args(catalog: Path, out: Path) -> list[str]:
+    return [*build_args(catalog, out), "--engine", "ray"]
+
+
+def start_ray_build(catalog: Path, out: Path, address: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "build_index.py"), *ray_args(catalog, out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **QUIET_ENV, "RAY_ADDRESS": address})
+
+
+def wait_for_batches(process: subprocess.Popen, staging: Path, count: int) -> None:
+    deadline = time.monotonic() + 240
+    while batches_saved(staging) < count and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, f"the build ended before it could be interrupted:\n{process.stdout.read()}"
+
+
+def neighbours(vectors: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each row's k nearest other rows by exact distance, nearest first."""
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def assert_same_index(built: Path, reference: Path) -> dict:
+    """The same rows, items, skips, thumbnails and manifest (but for its date and file checksums), vectors equal to
+    float round-off and the same top-10 neighbours for every row; returns the figures."""
+    built_files, reference_files = files_of(built), files_of(reference)
+    assert built_files.keys() == reference_files.keys()
+    # computed from the vectors, so equal to round-off only: compared below through the vectors and their neighbours
+    numeric = {"vectors.npy", "cells.npy", "annoy.ann", "pca_axes.npy", "pca_mean.npy", "manifest.json"}
+    assert {name: digest for name, digest in built_files.items() if name not in numeric} == \
+        {name: digest for name, digest in reference_files.items() if name not in numeric}  # items, images/, hashes
+    manifests = [json.loads((index / "manifest.json").read_text()) for index in (built, reference)]
+    for manifest in manifests:
+        del manifest["built_at"], manifest["files"]
+    assert manifests[0] == manifests[1]  # skipped reasons and counts, dataset, embedder, settings
+    vectors = [np.load(index / "vectors.npy") for index in (built, reference)]
+    difference = float(np.abs(vectors[0] - vectors[1]).max())
+    assert difference <= 1e-5
+    ranked = [neighbours(v) for v in vectors]
+    agreement = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*ranked)]))
+    assert (ranked[0] == ranked[1]).all()
+    cells = [np.load(index / "cells.npy") for index in (built, reference)]
+    cells_equal = float(np.mean(cells[0] == cells[1]))
+    assert cells_equal >= 0.999  # argmax of near-equal activations may flip with round-off
+    return {"max_difference": difference, "top10_agreement": agreement, "cells_equal": cells_equal}
+
+
+def test_ray_build_equals_the_in_process_build(many_catalog, many_index, ray_address, tmp_path):
+    out = tmp_path / "index"
+    result = run_build(*ray_args(many_catalog, out), env={"RAY_ADDRESS": ray_address})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Indexed 121 products" in result.stdout and "Skipped 1: not an image (e.g. 99998)" in result.stdout
+    figures = assert_same_index(out, many_index)
+    print(f"Ray vs in-process: {figures}")
+
+
+def test_killed_worker_is_replaced_and_the_index_is_the_same(many_catalog, many_index, ray_address, tmp_path):
+    out = tmp_path / "index"
+    process = start_ray_build(many_catalog, out, ray_address)
+    wait_for_batches(process, out.with_name(f".{out.name}.building"), 3)
+    victims = workers_of(os.getpid())
+    assert victims, "no build worker found to kill"
+    os.kill(victims[0], signal.SIGKILL)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    assert victims[0] not in workers_of(os.getpid())
+    assert "Indexed 121 products" in output and "Resuming" not in output
+    assert_same_index(out, many_index)
+
+
+def test_killed_driver_resumes_from_what_was_embedded(many_catalog, many_index, ray_address, tmp_path):
+    out = tmp_path / "index"
+    process = start_ray_build(many_catalog, out, ray_address)
+    wait_for_batches(process, out.with_name(f".{out.name}.building"), 6)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()
+
+    result = run_build(*ray_args(many_catalog, out), env={"RAY_ADDRESS": ray_address})
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = int(result.stdout.split("Resuming: ")[1].split()[0])
+    assert 24 <= resumed < 122
+    assert "Indexed 121 products" in result.stdout and "Skipped 1: not an image" in result.stdout
+    assert_same_index(out, many_index)
+    assert not out.with_name(f".{out.name}.building").exists()
+
+
+def test_the_app_and_the_default_build_never_import_ray(many_catalog, tmp_path):
+    code = ("import sys; sys.path.insert(0, 'scripts'); import app, recommender.search, recommender.build, "
+            "recommender.provision, build_index; assert 'ray' not in sys.modules, 'ray was imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **QUIET_ENV})
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_ray_refuses_a_catalog_it_cannot_split(catalog_folder, ray_address, tmp_path):
+    result = run_build("--dataset", str(catalog_folder), "--weights", "random", "--image-size", "64", "--out",
+                       str(tmp_path / "index"), "--engine", "ray", env={"RAY_ADDRESS": ray_address})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--engine ray reads parquet catalogs" in result.stderr
