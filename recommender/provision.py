@@ -9,6 +9,7 @@ from .build import build_index
 from .catalog import load_catalog
 from .config import Settings
 from .index import IndexUnusable, read_manifest, swap_into_place
+from .publish import unpack
 
 __all__ = ["IndexUnusable", "download_index", "ensure_index"]
 
@@ -29,7 +30,9 @@ def ensure_index(index_dir: Path, index_repo: str | None, dataset: str, limit: i
 
 
 def download_index(repo_id: str, index_dir: Path, revision: str | None = None, repo_type: str = "dataset") -> None:
-    """Download a prebuilt index (a Hub repo holding an index folder's files) into `index_dir`."""
+    """Download a prebuilt index (a Hub repo holding a publication of scripts/publish_index.py, or an index folder's
+    files as they are) into `index_dir`. The download is unpacked and verified in a staging folder beside it, and
+    replaces nothing unless it is a whole, undamaged index."""
     from huggingface_hub import snapshot_download
 
     index_dir = Path(index_dir)
@@ -37,13 +40,19 @@ def download_index(repo_id: str, index_dir: Path, revision: str | None = None, r
     print(f"Downloading the index from the Hugging Face {repo_type} repo {repo_id}...", flush=True)
     try:
         snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=staging)
-    except Exception as error:
+    except Exception as error:  # what was fetched stays in `staging`: the next attempt resumes from it
         raise IndexUnusable(
             f"Could not download the index from the Hub {repo_type} repo '{repo_id}' "
             f"({type(error).__name__}: {str(error).splitlines()[0][:200]}).\nFix: check INDEX_REPO and the network, "
             "or unset INDEX_REPO to build an index here (python scripts/build_index.py)."
         ) from None
-    shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
-    read_manifest(staging)  # refuse an incomplete or foreign repo before it replaces anything
+    try:
+        shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
+        unpack(staging)  # thumbnail shards -> images/
+        read_manifest(staging)  # refuse an incomplete, damaged or foreign repo before it replaces anything
+    except IndexUnusable as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise IndexUnusable(f"The index downloaded from the Hub {repo_type} repo '{repo_id}' was refused, and "
+                            f"{index_dir} left as it was: {error}") from None
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     swap_into_place(staging, index_dir)
