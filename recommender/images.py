@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 __all__ = ["ImageError", "MAX_PIXELS", "to_rgb", "fit_square"]
 
 MAX_PIXELS = 60_000_000  # a 60 MP photo is the largest camera output we expect; more is a decompression bomb
+MAX_PADDED_PIXELS = 4096 * 4096  # fit_square's white square at full resolution: 50 MB at most
 MIN_SIDE = 8  # below this there is nothing to recognise; smaller images are upscaled, not refused
 WHITE = (255, 255, 255)  # catalog photos are products on white, so missing pixels are white too
 
@@ -57,6 +58,13 @@ def fit_square(image: Image.Image, size: int) -> np.ndarray:
     """
     width, height = image.size
     side = max(width, height)
+    if side * side > MAX_PADDED_PIXELS:  # a long thin photo (12000x100) would become a square of gigabytes: resized
+        # first (only then: resizing first gives slightly other pixels at the edges, so other vectors than the index's)
+        scale = size / side
+        image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR,
+                             reducing_gap=3.0)
+        width, height = image.size
+        side = max(width, height)
     if side != min(width, height):
         square = Image.new("RGB", (side, side), WHITE)
         square.paste(image, ((side - width) // 2, (side - height) // 2))
