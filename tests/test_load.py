@@ -49,6 +49,7 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_row
             answers.add(tuple(result["distance"] for result in results))
         return latencies, wrong, len(answers)
 
+    memory_at_start = app.resident_bytes()
     with ThreadPoolExecutor(CLIENTS) as pool:  # warm-up: the same clients and sessions as the measured run
         list(pool.map(client_session, range(CLIENTS), [range(WARM_UP)] * CLIENTS))
     time.sleep(2)  # let the last answers' buffers go before sampling
@@ -65,7 +66,8 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_row
     print(f"\nload: {len(latencies)} queries, each with a photo never seen before, from {CLIENTS} clients in "
           f"{elapsed:.1f} s = {len(latencies) / elapsed:.1f} queries/s; p50 {statistics.median(latencies) * 1000:.0f} "
           f"ms, p95 {np.percentile(latencies, 95) * 1000:.0f} ms; resident memory {memory_before / 1e6:.0f} MB -> "
-          f"{memory_after / 1e6:.0f} MB ({growth:+.1%})")
+          f"{memory_after / 1e6:.0f} MB ({growth:+.1%}); over all {CLIENTS * (WARM_UP + QUERIES)} photos, warm-up "
+          f"included: {memory_at_start / 1e6:.0f} MB -> {memory_after / 1e6:.0f} MB")
     assert len(latencies) == CLIENTS * QUERIES and sum(wrong for _, wrong, _ in sessions) == 0
     # each answer came from its own photo's vector: a cached or reused vector would repeat all five distances
     assert [distinct for _, _, distinct in sessions] == [QUERIES] * CLIENTS
