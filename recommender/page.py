@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import contextvars
+import functools
 import io
 import threading
 import time
@@ -26,9 +28,10 @@ __all__ = ["Page", "Product", "in_memory_image"]
 MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
-LIVE_MODEL_SLOTS = 1  # live frames of all viewers take turns on one model call, so photo searches keep the other
-# and a live frame that arrives while a photo is being embedded is not searched: a photo search is one request a
-# person waits for, a live frame is one of several a second.
+LIVE_MODEL_SHARE = 0.5  # of the model's time, at most, for the live frames of all viewers together: after a live
+# frame's forward, none starts for as long again. Otherwise 4 viewers keep a forward running at every moment, and
+# every photo search (one request a person waits for) shares the CPU with one. Frames that find the model busy
+# with another frame, in its pause, or embedding a photo are not searched: the viewer's next frame is fresher.
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,26 @@ class LiveState:
     """One live viewer's memory: the last searched frame, small, and how many frames were searched and skipped."""
     thumbnail: np.ndarray | None = None
     searched: int = 0
-    skipped: int = 0
+    skipped: int = 0  # unchanged since the last searched frame
+    deferred: int = 0  # the model was busy (another viewer's frame, its pause, a photo)
+
+
+_answering = contextvars.ContextVar("answering", default=None)  # the Recommender the running handler answers from
+
+
+def _one_index(handler):
+    """Run `handler` wholly on the index that is current when it starts: a new index swapped in meanwhile
+    (recommender.refresh) serves the next request, never the second half of this one."""
+    @functools.wraps(handler)
+    def pinned(self, *args, **kwargs):
+        if _answering.get() is not None:  # called by another handler: already pinned
+            return handler(self, *args, **kwargs)
+        token = _answering.set(self._indexes.current)
+        try:
+            return handler(self, *args, **kwargs)
+        finally:
+            _answering.reset(token)
+    return pinned
 
 
 class Page:
@@ -51,16 +73,30 @@ class Page:
     or a live frame's vector), shown query product. A photo's small copy, for "Why this match?", stays in the
     browser (a hidden text of search_photo's), never on the server."""
 
-    def __init__(self, recommender: Recommender, photos: QueryPhotos):
-        self.recommender, self.photos = recommender, photos
+    def __init__(self, recommender, photos: QueryPhotos):
+        # a Recommender, or a refresh.IndexHolder whose `current` one may change between requests
+        self._indexes = recommender if hasattr(recommender, "current") else _Fixed(recommender)
+        self.photos = photos
         self._last_photo: OrderedDict[str, str] = OrderedDict()  # session -> key of its last photo (not the photo)
         self._last_photo_lock = threading.Lock()
-        self.examples = recommender.examples()
-        self._live_model = threading.Semaphore(LIVE_MODEL_SLOTS)
+        self._live_model = threading.Lock()
+        self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
         self._photos_embedding, self._photos_lock = 0, threading.Lock()
-        self.explainer = Explainer(recommender)
+
+    @property
+    def recommender(self) -> Recommender:
+        return _answering.get() or self._indexes.current
+
+    @property
+    def examples(self):
+        return self.recommender.examples()
+
+    @property
+    def explainer(self) -> Explainer:
+        return Explainer(self.recommender)
 
     # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
+    @_one_index
     def recommend(self, image: Photo | None, k: int = 8, gender: str = ANY, article_type: str = ANY,
                   colour: str = ANY):
         """Find the catalog products that look most like a photo.
@@ -81,16 +117,17 @@ class Page:
             raise gr.Error(str(ImageError("No image was given: upload a photo, take one with the webcam, or paste "
                                           "one.", "no image")))
         try:
-            rows = self.recommender.matching_rows(filters)  # a bad filter is refused before the model runs
-            with self._photo_turn():
+            with self._photo_turn():  # the search too: a live forward started now would share the CPU with it
+                rows = self.recommender.matching_rows(filters)  # a bad filter is refused before the model runs
                 vector = self.photos.vector(image)
-            results = self.recommender.nearest(vector, k, rows)
+                results = self.recommender.nearest(vector, k, rows)
         except (ImageError, UnknownProduct) as error:
             raise gr.Error(str(error)) from None
         finally:
             self.photos.store.release(image.path)
         return _gallery(results), _records(results)
 
+    @_one_index
     def similar(self, id: str, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
         """More like this: the catalog products most similar to catalog product `id` (never itself).
 
@@ -107,6 +144,7 @@ class Page:
         results, _ = self._search(Product(str(id)), k, _filters(gender, article_type, colour))
         return _gallery(results), _records(results)
 
+    @_one_index
     def explain(self, image: Photo | None = None, id: str | None = None, product_id: str = ""):
         """Why a product matched a query: where, on each photo, the similarity comes from.
 
@@ -143,6 +181,7 @@ class Page:
                 self.photos.store.release(image.path)
         return query_overlay, product_overlay, {"product_id": str(product_id), **explanation.to_dict()}
 
+    @_one_index
     def why_clicked(self, why: bool, shown, current, query, query_copy: str, event: gr.SelectData):
         """"Why this match?" on, a result clicked: its explanation in the panel (panel, text, two overlays, JSON).
         Off, the click shows more like the result, and the panel, about results no longer shown, is hidden.
@@ -170,6 +209,7 @@ class Page:
                 {"product_id": product_id, **explanation.to_dict()})
 
     # The page.
+    @_one_index
     def search_photo(self, photo: Photo | None, k, gender, article_type, colour, request: gr.Request):
         """A new photo or crop in the editor: search it. The session keeps its vector and cells (for re-runs and
         "Why this match?"); its small copy goes to the browser (the last output), not into the session."""
@@ -191,6 +231,7 @@ class Page:
             self._last_photo.pop(request.session_hash, None)
         return [], [], "", "", [], None, None, gr.Image(visible=False), ""
 
+    @_one_index
     def live_frame(self, frame: np.ndarray | None, k, gender, article_type, colour, live: LiveState | None):
         """A frame of the live camera (decoded in memory, never written): searched unless it barely changed since
         the last searched one. Writes PAGE_OUTPUTS and the viewer's LiveState."""
@@ -204,18 +245,35 @@ class Page:
             return *[gr.skip()] * 8, live
         started = time.perf_counter()
         try:
-            with self._live_model:
-                if self._photos_embedding:
-                    live.skipped += 1
-                    return *[gr.skip()] * 8, live
-                vector = self.recommender.embedder.embed_image(frame)
+            vector = self._live_vector(frame)
         except ImageError:
+            return *[gr.skip()] * 8, live
+        if vector is None:
+            live.deferred += 1
             return *[gr.skip()] * 8, live
         live.thumbnail, live.searched = thumbnail, live.searched + 1
         outputs = self._page(vector, k, gender, article_type, colour, started=started)
-        outputs[2] = f"Live: {outputs[2]} (frame {live.searched}; {live.skipped} unchanged frames not searched)"
+        outputs[2] = (f"Live: {outputs[2]} (frame {live.searched}; not searched: {live.skipped} unchanged, "
+                      f"{live.deferred} while the model was busy)")
         return *outputs, live
 
+    def _live_vector(self, frame: np.ndarray) -> np.ndarray | None:
+        """The frame's vector, or None when the model is not free for a live frame (LIVE_MODEL_SHARE)."""
+        if self._photos_embedding or time.monotonic() < self._live_resumes or not self._live_model.acquire(False):
+            return None
+        try:
+            if self._photos_embedding:
+                return None
+            began = time.monotonic()
+            try:
+                return self.recommender.embedder.embed_image(frame)
+            finally:
+                ended = time.monotonic()
+                self._live_resumes = ended + (ended - began) * (1 - LIVE_MODEL_SHARE) / LIVE_MODEL_SHARE
+        finally:
+            self._live_model.release()
+
+    @_one_index
     def rerun(self, current, vector, k, gender, article_type, colour):
         """k, a filter or the button: search again for what is on show (a product, or the photo's vector)."""
         if current:
@@ -226,19 +284,23 @@ class Page:
         outputs[7] = gr.skip()
         return outputs
 
+    @_one_index
     def more_like(self, product_id, k, gender, article_type, colour):
         """A catalog product becomes the query: shown on the left, its neighbours on the right."""
         product = self.recommender.product(product_id)
         return self._page(Product(product.id), k, gender, article_type, colour)
 
+    @_one_index
     def clicked(self, shown, k, gender, article_type, colour, why: bool, event: gr.SelectData):
         if why:
             return [gr.skip()] * 8  # "Why this match?" is on: why_clicked answers the click
         return self.more_like(shown[event.index], k, gender, article_type, colour)
 
+    @_one_index
     def example_clicked(self, k, gender, article_type, colour, event: gr.SelectData):
         return self.more_like(self.examples[event.index].id, k, gender, article_type, colour)
 
+    @_one_index
     def opened(self, k, gender, article_type, colour, request: gr.Request):
         """A shared link, ?item=<id>: show that product and the products like it."""
         product_id = request.query_params.get("item") if request else None
@@ -296,6 +358,12 @@ class Page:
             if len(self._last_photo) > MAX_SESSIONS:
                 self._last_photo.popitem(last=False)
             return False
+
+
+class _Fixed:
+    """One Recommender, for a Page without refresh."""
+    def __init__(self, recommender: Recommender):
+        self.current = recommender
 
 
 def in_memory_image(**options):
