@@ -48,6 +48,7 @@ class BuildSummary:
     embed_seconds: float = 0.0  # reading, decoding and embedding the catalog (this run's part of it)
     images_per_second: float = 0.0  # catalog rows read, decoded and embedded per second by this run
     size_bytes: int = 0
+    index_seconds: float = 0.0  # writing the index: PCA, Annoy, items, checksums
     embedded: int = 0  # images this run put through the model
     reused: int = 0  # images whose vector, cells and thumbnail this run took from the index it replaces
 
@@ -120,8 +121,10 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
             raise BuildFailed(f"No product of {catalog.source.get('id')} could be indexed: "
                               f"{dict(summary.skipped) or 'the catalog is empty'}.")
         print(f"Building the Annoy index ({settings.trees} trees over {len(items)} vectors)...", flush=True)
+        writing_started = time.perf_counter()
         write_index(files, np.concatenate(saved.vectors), items, embedder, settings, catalog.source,
                     dict(summary.skipped), cells=np.concatenate(saved.cells), hashes=_digests(saved.hashes))
+        summary.index_seconds = time.perf_counter() - writing_started
         checkpoint.remove()
         summary.size_bytes = sum(p.stat().st_size for p in files.root.rglob("*") if p.is_file())
         out.parent.mkdir(parents=True, exist_ok=True)

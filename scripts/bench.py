@@ -25,6 +25,7 @@ from bench_helpers import ROOT, Photos, Report, machine, timed  # first: it sets
 import numpy as np  # noqa: E402
 from bench_app import bench_cold_page_cache, bench_concurrency, bench_end_to_end, served  # noqa: E402
 from bench_explain import bench_explain  # noqa: E402
+from bench_incremental import bench_incremental  # noqa: E402
 from bench_live import bench_live  # noqa: E402
 from bench_index import bench_filtered_search, bench_footprint, bench_scales, bench_search_object  # noqa: E402
 from bench_model import bench_batch_norm_fold, bench_embedding, bench_naive_loops  # noqa: E402
@@ -32,14 +33,14 @@ from bench_model import bench_batch_norm_fold, bench_embedding, bench_naive_loop
 from recommender.search import Recommender  # noqa: E402
 
 FULL = {"images": 512, "naive": 96, "fold": 256, "queries": 100, "catalog": 44_000, "scales": (44_000, 250_000),
-        "per_user": 25}
+        "per_user": 25, "incremental": 2000}
 # fewer images and queries; the same vectors, as CI checks the recall at 250k
 QUICK = {"images": 256, "naive": 32, "fold": 96, "queries": 50, "catalog": 44_000, "scales": (44_000, 250_000),
-         "per_user": 8}
+         "per_user": 8, "incremental": 500}
 
 BENCHMARKS = [bench_embedding, bench_naive_loops, bench_batch_norm_fold, bench_footprint, bench_search_object,
               bench_filtered_search, served(bench_end_to_end, bench_concurrency, bench_live, bench_explain),
-              bench_cold_page_cache, bench_scales]
+              bench_cold_page_cache, bench_scales, bench_incremental]
 
 
 @dataclass

@@ -66,6 +66,12 @@ def catalogs(tmp_path_factory):
             synthetic_catalog.write_parquet(folder / "new.parquet", new_rows))
 
 
+def copy_of(index, to):
+    """A copy of the index folder's parent at `to` (links kept: the index may be a link to a generation folder)."""
+    shutil.copytree(index.parent, to, symlinks=True)
+    return to / index.name
+
+
 def build(catalog, out, embedder, reuse=True):
     return build_index(load_catalog(str(catalog)), SETTINGS, out, batch_size=MANY_BATCH, embedder=embedder,
                        progress=False, reuse=reuse)
@@ -88,8 +94,7 @@ def clean_index(catalogs, embedder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def rebuilt(catalogs, embedder, old_index, tmp_path_factory):
     """The new catalog built over a copy of the old index: (its folder, the build's summary)."""
-    out = tmp_path_factory.mktemp("rebuilt") / "index"
-    shutil.copytree(old_index, out)
+    out = copy_of(old_index, tmp_path_factory.mktemp("rebuilt") / "copy")
     return out, build(catalogs[1], out, embedder)
 
 
@@ -128,8 +133,7 @@ def test_a_rebuild_gives_the_index_of_a_clean_build(rebuilt, clean_index):
 
 
 def test_a_killed_rebuild_resumes_to_the_same_index(catalogs, embedder, old_index, rebuilt, tmp_path, capsys):
-    out = tmp_path / "index"
-    shutil.copytree(old_index, out)
+    out = copy_of(old_index, tmp_path / "copy")
     with pytest.raises(Killed):  # the second batch with a changed image (row 30) dies in the model
         build(catalogs[1], out, KilledAtCall(embedder, calls=2))
     assert files_of(out) == files_of(old_index)  # the served index is untouched
