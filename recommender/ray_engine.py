@@ -35,7 +35,7 @@ class RayEngine:
     `workers` defaults to as many as the cluster's CPUs allow. Call it as build_index's `engine`."""
     workers: int | None = None
     worker_cpus: float = 1.0
-    steady_images_per_second: float = 0.0  # of the last call: from its first batch back to its last (workers warm)
+    steady_images_per_second: float = 0.0  # of the last call's second half, when every worker has loaded its model
 
     def __call__(self, catalog: Catalog, embedder, files, checkpoint, saved, batch_size: int, summary,
                  progress: bool, previous=None) -> int:
@@ -84,7 +84,7 @@ class RayEngine:
         waiting = {}  # row number -> its result, until every row of its batch is back
         bar = tqdm(total=total, initial=saved.consumed, unit="img", desc="Embedding on Ray", disable=not progress,
                    smoothing=0.1)
-        read_now, first_batch_at, first_batch_rows = 0, None, 0
+        read_now, half = 0, None  # half: (time, rows) when half of this run's rows were saved
         with bar:
             for block in embedded.iter_batches(batch_size=None, batch_format="numpy"):
                 for i, row in enumerate(block["row"]):
@@ -98,14 +98,14 @@ class RayEngine:
                                                     saved)
                     read_now += len(rows)
                     bar.update(len(rows))
-                    if first_batch_at is None:
-                        first_batch_at, first_batch_rows = time.perf_counter(), read_now
+                    if half is None and read_now >= (total - saved.consumed + read_now) / 2:
+                        half = (time.perf_counter(), read_now)
                     if saved.skipped:
                         bar.set_postfix(skipped=len(saved.skipped))
         if saved.consumed < total:
             raise RuntimeError(f"Ray returned rows up to {saved.consumed} of {total}; run the build again to resume.")
-        seconds = time.perf_counter() - first_batch_at
-        self.steady_images_per_second = (read_now - first_batch_rows) / seconds if seconds > 0 else 0.0
+        seconds = time.perf_counter() - half[0]
+        self.steady_images_per_second = (read_now - half[1]) / seconds if seconds > 0 else 0.0
         return read_now
 
 
