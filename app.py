@@ -32,6 +32,7 @@ from recommender.explain import View, query_embedder  # noqa: E402
 from recommender.page import LiveState, Page, in_memory_image  # noqa: E402
 from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, photo_editor, query_image  # noqa: E402,E501
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
+from recommender.refresh import IndexHolder  # noqa: E402
 from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
@@ -50,12 +51,20 @@ def query_photos(recommender: Recommender) -> QueryPhotos:
     return QueryPhotos(query_embedder(recommender.embedder), cacheable=View.without_picture)
 
 
-def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> gr.Blocks:
-    """The page and the API: layout, and which handler of recommender.page each event runs."""
+def examples(page: Page) -> list[tuple[str, str]]:
+    return [(e.image_path, e.metadata["articleType"] or e.name) for e in page.examples]
+
+
+def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | None = None) -> gr.Blocks:
+    """The page and the API: layout, and which handler of recommender.page each event runs. Given an IndexHolder,
+    the handlers answer from its current index, which a rebuild may replace while the app runs."""
+    indexes, recommender = recommender, getattr(recommender, "current", recommender)
     photos = photos or query_photos(recommender)
-    page = Page(recommender, photos)
+    page = Page(indexes, photos)
     manifest = recommender.manifest
     gr.set_static_paths([recommender.files.images.resolve()])  # galleries link to the index's images, no copies
+    if isinstance(indexes, IndexHolder):  # and to a new index's, once it serves
+        indexes.on_switch.append(lambda new: gr.set_static_paths([new.files.images.resolve()]))
     with gr.Blocks(title="Fashion visual search", delete_cache=(60, 60)) as demo:
         gr.Markdown("# Find similar fashion products\nUpload a photo, take one with your webcam, or paste one; "
                     "crop it to the garment if there is more in the picture. Or go **Live** and point the camera at "
@@ -104,7 +113,7 @@ def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> g
                 with gr.Accordion("Results as data", open=False):
                     details = gr.JSON(label="Results")
         gr.Markdown("### No photo at hand? Try one of these")
-        example_gallery = gr.Gallery([(e.image_path, e.metadata["articleType"] or e.name) for e in page.examples],
+        example_gallery = gr.Gallery(examples(page),
                                      columns=8, height=200, fit_columns=False, allow_preview=False,
                                      object_fit="contain", show_label=False, elem_id="examples")
         api_image = query_image(photos, visible=False)  # the API's input: a plain image file, no editor state
@@ -133,6 +142,7 @@ def build_demo(recommender: Recommender, photos: QueryPhotos | None = None) -> g
                        [why_panel, why_text, *why_images, why_details], trigger_mode="always_last", **private)
         example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last", **private)
         demo.load(page.opened, controls, page_outputs, **private)
+        demo.load(lambda: examples(page), None, example_gallery, **private)  # of the index serving at page load
         api_image.change(page.recommend, [api_image, *controls], [gallery, details], api_name="recommend")
         api_id.change(page.similar, [api_id, *controls], [gallery, details], api_name="similar")
         api_product.change(page.explain, [api_image, api_id, api_product], [*why_images, why_details],
@@ -147,13 +157,15 @@ def main() -> None:
     try:
         ensure_index(index_dir, os.environ.get("INDEX_REPO"), os.environ.get("DATASET", DEFAULT_DATASET),
                      int(os.environ.get("BUILD_LIMIT", "2000")), settings)
-        recommender = Recommender.load(index_dir, weights=weights)
+        indexes = IndexHolder(index_dir, weights=weights)  # holds the index's generation; follows rebuilds
+        recommender = indexes.current
     except (IndexUnusable, CatalogUnavailable, WeightsUnavailable, BuildFailed) as error:
         sys.exit(f"error: {error}")
     if recommender.uses_random_weights:
         print("WARNING: the index was built with random weights: results are not meaningful.", flush=True)
     photos = query_photos(recommender)
-    demo = build_demo(recommender, photos)
+    demo = build_demo(indexes, photos)
+    indexes.watch()
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.

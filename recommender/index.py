@@ -1,19 +1,22 @@
 """The index on disk: Annoy over PCA-reduced vectors for candidates, the exact vectors for re-ranking, items and
-images for the gallery."""
+images for the gallery; its generations, so that a new index replaces a served one without pulling files from
+under it."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "load_cells", "read_manifest",
-           "swap_into_place"]
+__all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "adopt", "hold", "load_cells",
+           "read_manifest", "remove_unheld", "swap_into_place"]
 
 # 2: the manifest records each file's size and checksum; 3: Annoy over PCA-reduced vectors. cells.npy came later
 # and is optional (an index without it serves, explanations embed the product's thumbnail), so still 3.
@@ -21,6 +24,9 @@ FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 SAME_IMAGE = 1e-3  # vectors closer than this are one picture (a copy or a re-encoding): shown once
 PCA_SAMPLE = 50_000  # rows the principal axes are fitted on: more changes them little and costs seconds
+BOUND_DIMS = 64  # principal coordinates a filtered search scans: 256 MB at 1M rows, 43 ms a scan on one core
+FIRST_POOL = 256  # rows a filtered search ranks exactly first; ~300 were needed over half of 250k synthetic rows
+CHUNK = 65_536  # rows projected at once: a (CHUNK, 2048) float32 temporary is 512 MB
 
 
 class IndexUnusable(RuntimeError):
@@ -43,6 +49,9 @@ class IndexFiles:
     # (n, dims) uint8, optional: per channel, the cell (row * grid + column) of the grid over the padded square
     # image that its pooled value came from; recommender.explain splits a similarity over the cells with it
     cells = property(lambda self: self.root / "cells.npy")
+    # (n, BOUND_DIMS) float32, optional: each row's first principal coordinates; their distances are lower bounds
+    # of the true ones, which makes a filtered search exact without multiplying every stored vector
+    coarse = property(lambda self: self.root / "coarse.npy")
     # (n, 32) uint8, optional: sha256 of each row's catalog image bytes; a rebuild reuses the vector, cells and
     # thumbnail of an image whose bytes it has already embedded (recommender.build)
     hashes = property(lambda self: self.root / "hashes.npy")
@@ -58,7 +67,7 @@ class IndexFiles:
     @property
     def optional(self) -> tuple[Path, ...]:
         """Files an index may lack; the manifest records those it has, and a load verifies them."""
-        return self.cells, self.hashes
+        return self.cells, self.hashes, self.coarse
 
     def fingerprint(self) -> dict:
         """What the manifest records of the files: size and sha256 of each, count and bytes of the images."""
@@ -94,29 +103,37 @@ class VectorIndex:
     """Nearest neighbours by exact euclidean distance among candidates that Annoy proposes from PCA-reduced
     vectors (docs/index.md says why)."""
 
-    def __init__(self, vectors: np.ndarray, annoy_index, projection: Projection):
+    def __init__(self, vectors: np.ndarray, annoy_index, projection: Projection, coarse: np.ndarray | None = None):
         self.vectors = vectors  # (n, dims) float32; may be memory-mapped
         self.annoy = annoy_index
         self.projection = projection
+        # (n, BOUND_DIMS) float32: the rows' first principal coordinates (computed here for an index without them)
+        self.coarse = _project(projection, vectors, BOUND_DIMS) if coarse is None else coarse
+        self.coarse_norms = np.einsum("ij,ij->i", self.coarse, self.coarse)  # (n,) their squared lengths
 
     @classmethod
     def build(cls, vectors: np.ndarray, trees: int, coarse_dims: int, seed: int = 0) -> "VectorIndex":
         from annoy import AnnoyIndex
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not isinstance(vectors, np.memmap):  # a mapped vectors.npy is left where it is (scripts/bench_scale.py)
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         # n vectors span at most n dimensions: more axes would only take disk space
         projection = Projection.fit(vectors, min(coarse_dims, *vectors.shape), seed)
         annoy_index = AnnoyIndex(len(projection.axes), "euclidean")
         annoy_index.set_seed(seed)  # the same vectors give the same trees, so rebuilt indexes are identical
-        for row, reduced in enumerate(projection(vectors)):
-            annoy_index.add_item(row, reduced)
+        reduced = _project(projection, vectors, len(projection.axes))
+        for row, point in enumerate(reduced):
+            annoy_index.add_item(row, point)
         annoy_index.build(trees, n_jobs=-1)
-        return cls(vectors, annoy_index, projection)
+        return cls(vectors, annoy_index, projection, np.ascontiguousarray(reduced[:, :BOUND_DIMS]))
 
     def save(self, files: IndexFiles) -> None:
-        np.save(files.vectors, self.vectors, allow_pickle=False)
+        mapped = getattr(self.vectors, "filename", None)  # vectors.npy itself, memory-mapped: already written
+        if not (mapped and files.vectors.exists() and os.path.samefile(mapped, files.vectors)):
+            np.save(files.vectors, self.vectors, allow_pickle=False)
         np.save(files.pca_mean, self.projection.mean, allow_pickle=False)
         np.save(files.pca_axes, self.projection.axes, allow_pickle=False)
+        np.save(files.coarse, self.coarse, allow_pickle=False)
         self.annoy.save(str(files.annoy))
 
     @classmethod
@@ -140,7 +157,13 @@ class VectorIndex:
             raise IndexUnusable(f"{files.annoy} holds {annoy_index.get_n_items()} items, the manifest says {count}: "
                               "the index is damaged; rebuild or re-download it.")
         projection = Projection(np.array(arrays[files.pca_mean]), np.array(arrays[files.pca_axes]))
-        return cls(arrays[files.vectors], annoy_index, projection)
+        coarse = None
+        if files.coarse.exists():  # optional: an index built before it existed computes it here
+            coarse = np.load(files.coarse, allow_pickle=False)  # in memory: every filtered search scans it
+            if coarse.shape != (count, min(BOUND_DIMS, coarse_dims)) or coarse.dtype != np.float32:
+                raise IndexUnusable(f"{files.coarse} holds {coarse.shape} {coarse.dtype} values, but the manifest "
+                                    f"says {count} rows of float32: the index is damaged; rebuild or re-download it.")
+        return cls(arrays[files.vectors], annoy_index, projection, coarse)
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -152,23 +175,46 @@ class VectorIndex:
 
         Without `rows`, Annoy proposes the max(candidates, 10 k) rows nearest in the PCA-reduced space
         (inspecting `search_k` nodes), and their exact distances on the full stored vectors decide. With `rows`
-        (a filter's subset), the search is exact over them, so a filter never loses a match that an approximate
-        pool missed. `skip_query` leaves out the query's own vector and its copies ("more like this" of a
+        (a filter's subset), the search is exact over them (_search_rows), so a filter never loses a match that an
+        approximate pool missed. `skip_query` leaves out the query's own vector and its copies ("more like this" of a
         catalog product).
         """
-        if rows is None:
-            pool = min(max(candidates, 10 * k), len(self))
-            pool = np.asarray(self.annoy.get_nns_by_vector(self.projection(query), pool, search_k=search_k),
-                              dtype=np.int64)
-        else:
-            wanted = min(len(rows), 4 * k + 10)  # room for copies that are dropped
-            # unit vectors: a larger dot product is a smaller distance. Copying a large subset's rows costs
-            # more than one product with every row (15-20 ms at 44k on 2 cores), so large subsets take that.
-            similarity = (self.vectors @ query)[rows] if len(rows) > len(self) // 16 else self.vectors[rows] @ query
-            pool = rows[np.argpartition(-similarity, wanted - 1)[:wanted]] if wanted < len(rows) else rows
+        if rows is not None:
+            return self._search_rows(query, k, rows, skip_query)
+        pool = min(max(candidates, 10 * k), len(self))
+        pool = np.asarray(self.annoy.get_nns_by_vector(self.projection(query), pool, search_k=search_k),
+                          dtype=np.int64)
         distances = np.linalg.norm(self.vectors[pool] - query, axis=1)
         order = np.lexsort((pool, distances))  # by distance; exact ties (copies) by row, so results are stable
         return self._distinct(pool[order], distances[order], k, query if skip_query else None)
+
+    def _search_rows(self, query, k, rows, skip_query):
+        """Exact search over `rows` without ranking them all on the full vectors. A distance between the rows'
+        first principal coordinates never exceeds the true one (orthonormal axes only shorten), so rank the rows by
+        that lower bound, rank the best `pool` of them exactly, and stop once the bound of every row left out lies
+        beyond the k-th result (and its copies): none of them can enter the answer. Else take 4 times as many."""
+        reduced = self.projection(query[None])[0][:self.coarse.shape[1]]
+        # unit vectors: |a - b|^2 = |a|^2 - 2 a.b + |b|^2. A large subset: one product with every row is cheaper
+        # than copying the subset's rows out first.
+        dot = (self.coarse @ reduced)[rows] if len(rows) > len(self) // 16 else self.coarse[rows] @ reduced
+        bounds = self.coarse_norms[rows] - 2 * dot + reduced @ reduced  # (len(rows),) squared lower bounds
+        pool = min(len(rows), max(FIRST_POOL, 4 * k + 10))
+        while True:
+            # positions [:pool] hold the `pool` smallest bounds, position `pool` the smallest of the rest
+            nearest = np.argpartition(bounds, pool) if pool < len(rows) else np.arange(len(rows))
+            candidates = rows[nearest[:pool]]
+            distances = np.linalg.norm(self.vectors[candidates] - query, axis=1)
+            order = np.lexsort((candidates, distances))
+            found, found_distances = self._distinct(candidates[order], distances[order], k,
+                                                    query if skip_query else None)
+            if pool == len(rows):
+                return found, found_distances
+            left_out = bounds[nearest[pool]]  # the smallest bound among the rows not ranked
+            # 1e-3: float32 round-off of the bounds, far below the distances that separate results
+            reach = found_distances[-1] + SAME_IMAGE + 1e-3 if len(found) == k else np.inf
+            if left_out > reach * reach:
+                return found, found_distances
+            pool = min(len(rows), 4 * pool)
 
     def _distinct(self, rows, distances, k, skip_vector):
         """The first k of `rows` (nearest first) that are not copies of one another. Copies of one image get
@@ -225,7 +271,9 @@ def read_manifest(root: Path) -> dict:
     if missing:
         raise IndexUnusable(f"The index at {files.root} is incomplete: {', '.join(missing)} missing. "
                             "Rebuild or re-download it.")
-    _verify(files, recorded)
+    if not _verified_before(files):
+        _verify(files, recorded)
+        _record_verified(files)
     return manifest
 
 
@@ -247,6 +295,39 @@ def _verify(files: IndexFiles, recorded: dict) -> None:
                             "manifest records (or they were altered): " + fix)
 
 
+def _identities(files: IndexFiles) -> dict:
+    """What changes when a file is written, replaced or its folder's entries change: inode, size, modification and
+    change times (the change time cannot be set back from user space)."""
+    paths = [path for path in (*files.checked, *files.optional, files.manifest, files.images) if path.exists()]
+    return {path.name: [(stat := path.stat()).st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+            for path in paths}
+
+
+def _stamp(files: IndexFiles) -> Path | None:
+    """Where a generation's verification is recorded (beside it: not an index file); None outside generations."""
+    root = files.root.resolve()
+    return root.with_name(root.name + ".verified.json") if root.parent.name.endswith(".generations") else None
+
+
+def _verified_before(files: IndexFiles) -> bool:
+    """Whether every file is the very one a full verification (or the build) saw: then its checksums need not be
+    computed again, which takes 5 s per 8 GB from the page cache and far more from a cold disk."""
+    stamp = _stamp(files)
+    try:
+        return stamp is not None and json.loads(stamp.read_text()) == json.loads(json.dumps(_identities(files)))
+    except (OSError, ValueError):
+        return False
+
+
+def _record_verified(files: IndexFiles) -> None:
+    stamp = _stamp(files)
+    if stamp is not None:
+        try:
+            stamp.write_text(json.dumps(_identities(files)))
+        except OSError:  # a read-only folder: every load verifies in full
+            pass
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -256,10 +337,85 @@ def sha256(path: Path) -> str:
 
 
 def swap_into_place(built: Path, target: Path) -> None:
-    """Replace `target` by the complete index in `built`; a reader never sees a half-written index."""
+    """Make the complete index in `built` the one at `target`, in one atomic step: `built` becomes a generation
+    folder, .<target>.generations/<time>, and `target` a symbolic link to it, replaced by a rename. A process that
+    resolved `target` before keeps its generation for as long as it holds it (`hold`); generations no process holds
+    are removed. `built` must just have been written or verified (the build, a download): its files' identities
+    are recorded, so loading it needs no full checksum."""
     target = Path(target)
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(built, target)
-    shutil.rmtree(old, ignore_errors=True)
+    generations = _generations(target)
+    generations.mkdir(parents=True, exist_ok=True)
+    generation = _new_generation(generations)
+    os.replace(built, generation)
+    _record_verified(IndexFiles(generation))
+    _link(target, generation)
+    remove_unheld(target)
+
+
+def adopt(target: Path) -> Path:
+    """The generation folder `target` serves, turning an index folder from before generations into one (so that a
+    later swap cannot move its files under a reader)."""
+    target = Path(target)
+    if target.is_dir() and not target.is_symlink():
+        generations = _generations(target)
+        generations.mkdir(parents=True, exist_ok=True)
+        _link(target, _new_generation(generations))
+    return target.resolve()
+
+
+def hold(generation: Path):
+    """Keep `generation` from removal while the returned lock is open (close it to let go); None if it was removed
+    meanwhile. A shared lock: any number of processes may hold one generation."""
+    lock = open(generation.with_name(generation.name + ".lock"), "a")
+    fcntl.flock(lock, fcntl.LOCK_SH)  # waits while remove_unheld decides about this generation
+    if generation.is_dir():
+        return lock
+    lock.close()
+    return None
+
+
+def remove_unheld(target: Path) -> None:
+    """Remove the generations of `target` that are not current and that no process holds."""
+    target = Path(target)
+    generations, current = _generations(target), target.resolve()
+    if not generations.is_dir():
+        return
+    for path in generations.iterdir():
+        if not path.is_dir() or path == current:
+            continue
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # an app still answers from it, or may show its images
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            for extra in (".verified.json", ".lock"):
+                path.with_name(path.name + extra).unlink(missing_ok=True)
+
+
+def _generations(target: Path) -> Path:
+    return target.with_name(f".{target.name}.generations")
+
+
+def _new_generation(generations: Path) -> Path:
+    return generations / f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}"
+
+
+def _link(target: Path, generation: Path) -> None:
+    """Point `target` at `generation`; an index folder in the way (from before generations) becomes `generation`."""
+    if target.is_dir() and not target.is_symlink():
+        os.replace(target, generation)  # the one moment `target` is missing: once, on the first swap
+    link = target.with_name(f".{target.name}.link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(generation, target.parent), link)  # relative: the parent folder may move
+    os.replace(link, target)
+
+
+def _project(projection: Projection, vectors: np.ndarray, dims: int) -> np.ndarray:
+    """(n, dims) float32: the rows' first `dims` principal coordinates, CHUNK rows at a time (vectors may be a
+    memory-mapped 8 GB file)."""
+    axes = projection.axes[:dims]
+    out = np.empty((len(vectors), len(axes)), np.float32)
+    for start in range(0, len(vectors), CHUNK):
+        out[start:start + CHUNK] = (vectors[start:start + CHUNK] - projection.mean) @ axes.T
+    return out

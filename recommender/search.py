@@ -41,14 +41,15 @@ class Result:
 class Recommender:
     """Loads an index and the embedder it was built with, and answers `recommend(image, k)`."""
 
-    def __init__(self, index: VectorIndex, items: list[dict], files: IndexFiles, manifest: dict,
+    def __init__(self, index: VectorIndex, items: "Items", files: IndexFiles, manifest: dict,
                  embedder: Embedder, cells: np.ndarray | None = None):
         self.index, self.items, self.files, self.manifest, self.embedder = index, items, files, manifest, embedder
         self.cells = cells  # (n, dims) uint8 or None: where each vector's maxima were (recommender.explain)
         self.candidates = manifest["index"]["candidates"]
         self.search_k = manifest["index"]["search_k"]
-        self.row_of_id = {item["id"]: row for row, item in enumerate(items)}
-        self._rows_by_value = {name: _rows_by_value(items, field) for name, field in FILTERS.items()}
+        # one dict of ids (about 130 MB and 0.5 s at 1M products), the rest of the metadata stays columnar
+        self.row_of_id = dict(zip(items.column("id"), range(len(items))))
+        self._rows_by_value = {name: _rows_by_value(items.table, field) for name, field in FILTERS.items()}
 
     def filter_choices(self, name: str) -> list[str]:
         """The values of filter `name` ("gender", "article_type", "colour"), the most frequent first."""
@@ -147,21 +148,43 @@ class Recommender:
                       metadata=metadata)
 
 
-def _rows_by_value(items: list[dict], field: str) -> dict[str, np.ndarray]:
+class Items:
+    """The catalog's rows, columnar as items.parquet holds them (Arrow): at 1M products a few tens of MB read in a
+    fraction of a second, where a dict per row took 1.2 GB and 2 s. `items[row]` is one row as a dict."""
+
+    def __init__(self, table):
+        self.table = table
+        self._columns = {name: table.column(name) for name in table.column_names}
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, row: int) -> dict:
+        return {name: column[row].as_py() for name, column in self._columns.items()}
+
+    def column(self, name: str) -> list:
+        return self._columns[name].to_pylist()
+
+
+def _rows_by_value(table, field: str) -> dict[str, np.ndarray]:
     """value -> the rows holding it (ascending), the most frequent value first; products without one are
     found only when no filter is set on that field."""
-    rows: dict[str, list[int]] = {}
-    for row, item in enumerate(items):
-        if item[field] is not None:
-            rows.setdefault(item[field], []).append(row)
-    return {value: np.asarray(rows[value], dtype=np.int64)
-            for value in sorted(rows, key=lambda value: (-len(rows[value]), value))}
+    import pyarrow.compute as pc
+
+    encoded = table.column(field).combine_chunks().dictionary_encode()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy()  # (n,) a code per row, -1 for no value
+    order = np.argsort(codes, kind="stable")  # rows grouped by code, ascending within each
+    counts = np.bincount(codes + 1, minlength=len(encoded.dictionary) + 1)
+    groups = np.split(order, np.cumsum(counts)[:-1])[1:]  # the first group: rows without a value
+    rows = dict(zip(encoded.dictionary.to_pylist(), groups))
+    return {value: rows[value].astype(np.int64) for value in sorted(rows, key=lambda value: (-len(rows[value]), value))
+            if len(rows[value])}
 
 
-def _read_items(files: IndexFiles, count: int) -> list[dict]:
+def _read_items(files: IndexFiles, count: int) -> Items:
     import pyarrow.parquet as pq
 
-    items = pq.read_table(files.items).to_pylist()
+    items = Items(pq.read_table(files.items))
     if len(items) != count:
         raise IndexUnusable(f"{files.items} lists {len(items)} products, the manifest says {count}: "
                             "the index is damaged; rebuild or re-download it.")

@@ -30,7 +30,9 @@ def test_build_summary_counts_what_it_indexed_and_skipped(built_index, catalog_r
     assert manifest["embedder"]["weights"] == "random" and manifest["embedder"]["image_size"] == IMAGE_SIZE
     assert manifest["dataset"]["kind"] == "parquet" and manifest["skipped"] == {"not an image": 1}
     assert len(list((out / "images").glob("*.jpg"))) == indexed
-    assert [path.name for path in out.parent.iterdir()] == ["index"]  # the staging folder (.index.building) is gone
+    # the staging folder (.index.building) is gone; index links to the one generation (docs/index.md)
+    assert sorted(path.name for path in out.parent.iterdir()) == [".index.generations", "index"]
+    assert out.is_symlink() and out.resolve().parent == out.parent / ".index.generations"
 
 
 def test_catalog_image_comes_back_first_at_distance_zero(recommender, catalog_rows):
@@ -155,8 +157,8 @@ def test_the_index_holds_no_pickle(built_index):
     files = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
     assert {name for name in files if not name.startswith("images/")} == {
         "manifest.json", "vectors.npy", "annoy.ann", "pca_mean.npy", "pca_axes.npy", "items.parquet", "probe.npy",
-        "cells.npy", "hashes.npy"}
-    for name in ("vectors.npy", "pca_mean.npy", "pca_axes.npy", "probe.npy"):
+        "cells.npy", "hashes.npy", "coarse.npy"}
+    for name in ("vectors.npy", "pca_mean.npy", "pca_axes.npy", "probe.npy", "coarse.npy"):
         assert np.load(out / name, allow_pickle=False).dtype == np.float32  # plain arrays, no object dtype
     assert np.load(out / "cells.npy", allow_pickle=False).dtype == np.uint8
     assert np.load(out / "hashes.npy", allow_pickle=False).dtype == np.uint8

@@ -1,12 +1,14 @@
 """The vector index: exact re-ranking over Annoy candidates from PCA-reduced vectors, and the on-disk format."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from recommender.config import Settings
-from recommender.index import IndexFiles, IndexUnusable, Projection, VectorIndex, read_manifest
+from recommender.index import (IndexFiles, IndexUnusable, Projection, VectorIndex, adopt, hold, read_manifest,
+                               remove_unheld, swap_into_place)
 from synthetic_catalog import resnet_like_features
 
 
@@ -99,3 +101,48 @@ def test_projection_keeps_the_largest_variance_and_never_lengthens_distances():
     coarse = np.linalg.norm(reduced[:100, None] - reduced[None, :100], axis=2)
     assert np.all(coarse <= full + 1e-5)  # a projection onto orthonormal axes can only shorten distances
     np.testing.assert_array_equal(Projection.fit(vectors, 16).axes, projection.axes)  # rebuilds are identical
+
+
+def test_a_swap_keeps_a_held_generation_until_it_is_let_go(tmp_path):
+    target = tmp_path / "index"
+    for number in range(2):
+        (tmp_path / "built").mkdir()
+        (tmp_path / "built" / "manifest.json").write_text(str(number))
+        swap_into_place(tmp_path / "built", target)
+        if number == 0:
+            first = target.resolve()
+            lock = hold(first)  # an app answering from the first index
+    assert (target / "manifest.json").read_text() == "1" and target.resolve() != first
+    assert (first / "manifest.json").read_text() == "0"  # still there for the app
+    lock.close()
+    remove_unheld(target)
+    assert not first.exists() and [p for p in target.with_name(".index.generations").iterdir() if p.is_dir()] == [
+        target.resolve()]
+
+
+def test_an_index_folder_from_before_generations_is_adopted_in_place(tmp_path):
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "manifest.json").write_text("{}")
+    generation = adopt(tmp_path / "index")
+    assert (tmp_path / "index").is_symlink() and (generation / "manifest.json").read_text() == "{}"
+
+
+def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(built_index, tmp_path, monkeypatch):
+    """A generation's files are hashed once (at build or download); a load then compares inode, size and times, and a
+    file written since is hashed again, and refused when damaged."""
+    import recommender.index as index_module
+
+    target = tmp_path / "index"
+    swap_into_place(shutil.copytree(built_index[0], tmp_path / "built"), target)  # as a build leaves it
+    hashed = []
+    monkeypatch.setattr(index_module, "sha256", lambda path, real=index_module.sha256: hashed.append(path.name)
+                        or real(path))
+    read_manifest(target)
+    assert hashed == []
+    annoy = target / "annoy.ann"
+    data = bytearray(annoy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    annoy.write_bytes(bytes(data))
+    with pytest.raises(IndexUnusable, match="annoy.ann does not match its checksum"):
+        read_manifest(target)
+    assert hashed
