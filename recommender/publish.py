@@ -6,9 +6,12 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
+
+from tqdm.auto import tqdm
 
 from .index import IndexFiles, IndexUnusable, read_manifest, sha256
 
@@ -29,13 +32,15 @@ def pack(index_dir: Path, into: Path) -> list[tuple[str, Path]]:
     """The files of a publication of the (verified) index at `index_dir`: [(path in the repo, local file)]. The index's
     own files are taken as they are; the thumbnails go into tar shards written in `into`, and `packing.json` lists
     them. Shards are reproducible (no dates or owners), so publishing the same index again uploads nothing new."""
-    read_manifest(index_dir)  # never publish a damaged index
-    files = IndexFiles(Path(index_dir))
+    root = Path(index_dir).resolve()  # one generation's files, even if a rebuild swaps another in meanwhile
+    read_manifest(root)  # never publish a damaged index
+    files = IndexFiles(root)
     published = [(path.name, path) for path in (files.manifest, *files.checked, *files.optional) if path.exists()]
     thumbnails = sorted(files.images.glob("*.jpg"))
     (into / SHARDS).mkdir(parents=True, exist_ok=True)
     shards = []
-    for number, start in enumerate(range(0, len(thumbnails), SHARD_ROWS)):
+    starts = range(0, len(thumbnails), SHARD_ROWS)
+    for number, start in enumerate(tqdm(starts, desc="Packing thumbnails", unit="shard", leave=False)):
         name = f"{SHARDS}/{number:05d}.tar"
         _write_shard(into / name, thumbnails[start:start + SHARD_ROWS])
         shards.append({"path": name, "thumbnails": len(thumbnails[start:start + SHARD_ROWS]),
@@ -109,7 +114,7 @@ def unpack(folder: Path) -> None:
         raise IndexUnusable(f"{PACKING} is not readable ({error}): " + fix) from None
     images = IndexFiles(folder).images
     images.mkdir(exist_ok=True)
-    for shard in shards:
+    for shard in tqdm(shards, desc="Unpacking thumbnails", unit="shard", leave=False):
         path = folder / shard["path"]
         if not re.fullmatch(rf"{SHARDS}/\d{{5}}\.tar", shard["path"]) or not path.is_file():
             raise IndexUnusable(f"The download is incomplete: shard {shard['path']} is missing. " + fix)
@@ -121,5 +126,5 @@ def unpack(folder: Path) -> None:
                     raise IndexUnusable(f"Shard {shard['path']} holds {member.name!r}, not a thumbnail: " + fix)
                 (images / member.name).write_bytes(tar.extractfile(member).read())
         path.unlink()
-    (folder / SHARDS).rmdir()
+    shutil.rmtree(folder / SHARDS)  # anything else a repo held there is no part of the index
     (folder / PACKING).unlink()
