@@ -1,4 +1,4 @@
-"""The build's embedding stage on Ray: parquet row ranges -> Ray Data actors (read, decode, embed) -> checkpoint, in row order.
+"""The build's embedding on Ray: parquet row groups -> Ray Data actors (read, decode, embed) -> checkpoint by row.
 
 Only `scripts/build_index.py --engine ray` imports this module; it imports ray itself, lazily, so the app and the
 default build never do. Everything before and after embedding is recommender.build's own code.
@@ -35,7 +35,7 @@ class RayEngine:
     `workers` defaults to as many as the cluster's CPUs allow. Call it as build_index's `engine`."""
     workers: int | None = None
     worker_cpus: float = 1.0
-    steady_images_per_second: float = 0.0  # of the last call's second half, when every worker has loaded its model
+    steady_images_per_second: float = 0.0  # of the last call, from its first results back (a model loaded) to its last
 
     def __call__(self, catalog: Catalog, embedder, files, checkpoint, saved, batch_size: int, summary,
                  progress: bool, previous=None) -> int:
@@ -84,9 +84,11 @@ class RayEngine:
         waiting = {}  # row number -> its result, until every row of its batch is back
         bar = tqdm(total=total, initial=saved.consumed, unit="img", desc="Embedding on Ray", disable=not progress,
                    smoothing=0.1)
-        read_now, half = 0, None  # half: (time, rows) when half of this run's rows were saved
+        read_now, arrived, first = 0, 0, None  # first: (time, rows) of the first results back
         with bar:
             for block in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+                arrived, last_at = arrived + len(block["row"]), time.perf_counter()
+                first = first or (last_at, arrived)
                 for i, row in enumerate(block["row"]):
                     if row >= saved.consumed:  # a retried task may send rows again
                         waiting[int(row)] = {name: column[i] for name, column in block.items()}
@@ -98,14 +100,12 @@ class RayEngine:
                                                     saved)
                     read_now += len(rows)
                     bar.update(len(rows))
-                    if half is None and read_now >= (total - saved.consumed + read_now) / 2:
-                        half = (time.perf_counter(), read_now)
                     if saved.skipped:
                         bar.set_postfix(skipped=len(saved.skipped))
         if saved.consumed < total:
             raise RuntimeError(f"Ray returned rows up to {saved.consumed} of {total}; run the build again to resume.")
-        seconds = time.perf_counter() - half[0]
-        self.steady_images_per_second = (read_now - half[1]) / seconds if seconds > 0 else 0.0
+        seconds = last_at - first[0]
+        self.steady_images_per_second = (arrived - first[1]) / seconds if seconds > 0 else 0.0
         return read_now
 
 

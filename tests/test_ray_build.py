@@ -31,13 +31,19 @@ def ray_address():
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     deadline = time.monotonic() + 30
-    while workers_of(os.getpid()) and time.monotonic() < deadline:
+    while ray_processes_of(os.getpid()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not workers_of(os.getpid()), "Ray left worker processes running"
+    assert not ray_processes_of(os.getpid()), "Ray left processes running"
 
 
 def workers_of(ancestor: int) -> list[int]:
     """Pids of the build workers (Ray actors) that descend from `ancestor`: this session's Ray only."""
+    return ray_processes_of(ancestor, WORKER_TITLE)
+
+
+def ray_processes_of(ancestor: int, title: str | None = None) -> list[int]:
+    """Pids of Ray's processes (GCS, raylet, workers...) that descend from `ancestor`; with `title`, only those whose
+    process title starts with it."""
     parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -56,10 +62,14 @@ def workers_of(ancestor: int) -> list[int]:
     found = []
     for pid in parents:
         try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if title.startswith(WORKER_TITLE) and descends(pid):
+        if title:
+            is_ray = command[0].startswith(title)
+        else:  # an actor or idle worker, or a process run from Ray's package (gcs_server, raylet, log_monitor...)
+            is_ray = command[0].startswith("ray::") or "/ray/" in " ".join(command)
+        if is_ray and descends(pid):
             found.append(pid)
     return found
 
