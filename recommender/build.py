@@ -144,11 +144,12 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
 
 def _previous_index(out: Path, embedder: Embedder) -> _Previous | None:
     """The index at `out` if its vectors can stand for this embedder's (same identity, content hashes kept)."""
+    # `out` may be a link to the generation served; another swap may move it meanwhile: keep to this generation
+    files = IndexFiles(Path(out).resolve())
     try:
-        manifest = read_manifest(out)  # verified: a damaged index lends nothing
+        manifest = read_manifest(files.root)  # verified: a damaged index lends nothing
     except IndexUnusable:
         return None
-    files = IndexFiles(Path(out))
     same_model = json.dumps(manifest["embedder"], sort_keys=True) == json.dumps(embedder.identity, sort_keys=True)
     if not same_model or files.hashes.name not in manifest["files"] or files.cells.name not in manifest["files"]:
         print(f"The index at {out} was built by another model or without content hashes: every image is "

@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from conftest import QUIET_ENV, ROOT
-from recommender.index import IndexUnusable, read_manifest
-from recommender.provision import download_index
 from recommender import publish
+from recommender.index import IndexUnusable
+from recommender.provision import download_index
 from recommender.publish import MAX_FILES, MAX_FOLDER_ENTRIES, PACKING
 
 SCRIPT = ROOT / "scripts" / "publish_index.py"
