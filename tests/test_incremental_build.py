@@ -148,3 +148,15 @@ def test_another_model_reuses_nothing(embedder, old_index):
 
     assert len(_previous_index(old_index, embedder).rows) == 60  # 61 products, one image twice
     assert _previous_index(old_index, OtherModel(embedder, calls=0)) is None
+
+
+def test_an_image_folder_row_is_known_by_its_file_bytes(tmp_path):
+    from recommender.build import _content_digest
+    from recommender.catalog import Product
+
+    photo = tmp_path / "shirt.jpg"
+    photo.write_bytes(b"\xff\xd8 the same bytes")
+    in_parquet = Product("1", {}, image_bytes=photo.read_bytes(), image_path=None)
+    in_folder = Product("1", {}, image_bytes=None, image_path=str(photo))
+    assert _content_digest(in_folder) == _content_digest(in_parquet) == hashlib.sha256(photo.read_bytes()).digest()
+    assert _content_digest(Product("2", {}, None, str(tmp_path / "gone.jpg"))) is None  # to_rgb says why
