@@ -343,6 +343,7 @@ def swap_into_place(built: Path, target: Path) -> None:
     are removed. `built` must just have been written or verified (the build, a download): its files' identities
     are recorded, so loading it needs no full checksum."""
     target = Path(target)
+    adopt(target)  # an index folder from before generations becomes one first: _link would move it onto `built`
     generations = _generations(target)
     generations.mkdir(parents=True, exist_ok=True)
     generation = _new_generation(generations)

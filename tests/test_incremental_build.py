@@ -93,8 +93,10 @@ def clean_index(catalogs, embedder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rebuilt(catalogs, embedder, old_index, tmp_path_factory):
-    """The new catalog built over a copy of the old index: (its folder, the build's summary)."""
-    out = copy_of(old_index, tmp_path_factory.mktemp("rebuilt") / "copy")
+    """The new catalog built over a copy of the old index: (its folder, the build's summary). The copy is a plain
+    folder, as an index written before generations (recommender.index.swap_into_place) is."""
+    out = tmp_path_factory.mktemp("rebuilt") / "index"
+    shutil.copytree(old_index, out)
     return out, build(catalogs[1], out, embedder)
 
 
