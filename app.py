@@ -32,7 +32,7 @@ from recommender.explain import View, query_embedder  # noqa: E402
 from recommender.page import LiveState, Page, in_memory_image  # noqa: E402
 from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, photo_editor, query_image  # noqa: E402,E501
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
-from recommender.refresh import IndexHolder  # noqa: E402
+from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
 from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
@@ -155,8 +155,8 @@ def main() -> None:
     weights = os.environ.get("WEIGHTS")  # unset: whatever the index was built with
     settings = Settings(weights=weights or Settings.weights)
     try:
-        ensure_index(index_dir, os.environ.get("INDEX_REPO"), os.environ.get("DATASET", DEFAULT_DATASET),
-                     int(os.environ.get("BUILD_LIMIT", "2000")), settings)
+        how = ensure_index(index_dir, os.environ.get("INDEX_REPO"), os.environ.get("DATASET", DEFAULT_DATASET),
+                           int(os.environ.get("BUILD_LIMIT", "2000")), settings)
         indexes = IndexHolder(index_dir, weights=weights)  # holds the index's generation; follows rebuilds
         recommender = indexes.current
     except (IndexUnusable, CatalogUnavailable, WeightsUnavailable, BuildFailed) as error:
@@ -166,6 +166,8 @@ def main() -> None:
     photos = query_photos(recommender)
     demo = build_demo(indexes, photos)
     indexes.watch()
+    if os.environ.get("INDEX_REPO"):  # a new revision is downloaded as a new generation, which `indexes` serves
+        follow_repo(os.environ["INDEX_REPO"], index_dir, downloaded_now=how == "downloaded")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.

@@ -110,6 +110,19 @@ class VectorIndex:
         # (n, BOUND_DIMS) float32: the rows' first principal coordinates (computed here for an index without them)
         self.coarse = _project(projection, vectors, BOUND_DIMS) if coarse is None else coarse
         self.coarse_norms = np.einsum("ij,ij->i", self.coarse, self.coarse)  # (n,) their squared lengths
+        self._file = open(vectors.filename, "rb") if getattr(vectors, "filename", None) else None  # see rows()
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), dims) float32: copies of stored rows. A mapped vectors.npy is read with pread, not through
+        the map: every page touched through a map stays in the app's resident memory (with the kernel's
+        fault-around, 64 KB per row read), and after enough queries all 8 GB of a 1M index would."""
+        if self._file is None:
+            return np.asarray(self.vectors[rows])
+        out = np.empty((len(rows), self.vectors.shape[1]), np.float32)
+        size, start, descriptor = out.shape[1] * 4, self.vectors.offset, self._file.fileno()
+        for position, row in enumerate(rows):
+            os.preadv(descriptor, [out[position]], start + int(row) * size)
+        return out
 
     @classmethod
     def build(cls, vectors: np.ndarray, trees: int, coarse_dims: int, seed: int = 0) -> "VectorIndex":
@@ -184,9 +197,10 @@ class VectorIndex:
         pool = min(max(candidates, 10 * k), len(self))
         pool = np.asarray(self.annoy.get_nns_by_vector(self.projection(query), pool, search_k=search_k),
                           dtype=np.int64)
-        distances = np.linalg.norm(self.vectors[pool] - query, axis=1)
+        vectors = self.rows(pool)
+        distances = np.linalg.norm(vectors - query, axis=1)
         order = np.lexsort((pool, distances))  # by distance; exact ties (copies) by row, so results are stable
-        return self._distinct(pool[order], distances[order], k, query if skip_query else None)
+        return self._distinct(pool[order], distances[order], vectors[order], k, query if skip_query else None)
 
     def _search_rows(self, query, k, rows, skip_query):
         """Exact search over `rows` without ranking them all on the full vectors. A distance between the rows'
@@ -203,9 +217,10 @@ class VectorIndex:
             # positions [:pool] hold the `pool` smallest bounds, position `pool` the smallest of the rest
             nearest = np.argpartition(bounds, pool) if pool < len(rows) else np.arange(len(rows))
             candidates = rows[nearest[:pool]]
-            distances = np.linalg.norm(self.vectors[candidates] - query, axis=1)
+            vectors = self.rows(candidates)
+            distances = np.linalg.norm(vectors - query, axis=1)
             order = np.lexsort((candidates, distances))
-            found, found_distances = self._distinct(candidates[order], distances[order], k,
+            found, found_distances = self._distinct(candidates[order], distances[order], vectors[order], k,
                                                     query if skip_query else None)
             if pool == len(rows):
                 return found, found_distances
@@ -216,7 +231,7 @@ class VectorIndex:
                 return found, found_distances
             pool = min(len(rows), 4 * pool)
 
-    def _distinct(self, rows, distances, k, skip_vector):
+    def _distinct(self, rows, distances, vectors, k, skip_vector):
         """The first k of `rows` (nearest first) that are not copies of one another. Copies of one image get
         vectors equal only up to float round-off (batch position changes the last bits), so round-off must not
         pick which copy is shown: the one with the lowest row stands for them all."""
@@ -227,7 +242,7 @@ class VectorIndex:
             if skip_vector is not None and distances[position] < SAME_IMAGE:
                 continue
             if kept:
-                gaps = np.linalg.norm(self.vectors[rows[kept]] - self.vectors[row], axis=1)
+                gaps = np.linalg.norm(vectors[kept] - vectors[position], axis=1)
                 twin = int(np.argmin(gaps))
                 if gaps[twin] < SAME_IMAGE:
                     kept[twin] = min(kept[twin], position, key=lambda p: rows[p])

@@ -11,11 +11,12 @@ from pathlib import Path
 from .index import IndexUnusable, adopt, hold, remove_unheld
 from .search import Recommender
 
-__all__ = ["IndexHolder"]
+__all__ = ["IndexHolder", "follow_repo", "update_from_repo"]
 
 # A page asks for its gallery's images as soon as it shows them; minutes cover a slow phone and a reloaded tab.
 GRACE_SECONDS = float(os.environ.get("INDEX_GRACE_SECONDS", "300"))
 CHECK_SECONDS = 1.0  # between looks at the index link (one readlink): a new index serves within about a second
+REPO_CHECK_MINUTES = float(os.environ.get("INDEX_REPO_CHECK_MINUTES", "10"))  # one small Hub API call each; 0: never
 
 
 class IndexHolder:
@@ -84,3 +85,50 @@ class IndexHolder:
         thread = threading.Thread(target=loop, name="index-refresh", daemon=True)
         thread.start()
         return thread
+
+
+def update_from_repo(repo_id: str, index_dir: Path, latest=None, download=None) -> bool:
+    """One look at the Hub repo `repo_id`: download its newest revision into `index_dir` (a new generation, which an
+    IndexHolder then serves) unless it is the one already there. The revision downloaded is remembered beside the
+    index (.<name>.revision). True if it downloaded."""
+    from .provision import download_index
+
+    index_dir = Path(index_dir)
+    remembered = index_dir.with_name(f".{index_dir.name}.revision")
+    revision = latest() if latest else _latest_revision(repo_id)
+    if remembered.exists() and remembered.read_text() == revision:
+        return False
+    (download or download_index)(repo_id, index_dir, revision=revision)
+    remembered.write_text(revision)
+    return True
+
+
+def follow_repo(repo_id: str, index_dir: Path, downloaded_now: bool, minutes: float = REPO_CHECK_MINUTES):
+    """Check `repo_id` for a new revision every `minutes` in a daemon thread. `downloaded_now`: the index was just
+    downloaded at start, so the revision found first is taken for the one served (not downloaded twice)."""
+    if minutes <= 0:
+        return None
+    index_dir = Path(index_dir)
+
+    def loop():
+        if downloaded_now:
+            try:
+                index_dir.with_name(f".{index_dir.name}.revision").write_text(_latest_revision(repo_id))
+            except Exception as error:
+                print(f"INDEX_REPO: could not read the revision of {repo_id}: {error}", flush=True)
+        while True:
+            time.sleep(minutes * 60)
+            try:
+                update_from_repo(repo_id, index_dir)
+            except Exception as error:  # the Hub unreachable, a damaged upload: the index in place keeps serving
+                print(f"INDEX_REPO: no new index from {repo_id}: {error}", flush=True)
+
+    thread = threading.Thread(target=loop, name="index-repo", daemon=True)
+    thread.start()
+    return thread
+
+
+def _latest_revision(repo_id: str) -> str:
+    from huggingface_hub import HfApi
+
+    return HfApi().dataset_info(repo_id).sha

@@ -119,7 +119,7 @@ class Recommender:
         """"More like this": the `k` products nearest to catalog product `product_id`, from its stored vector,
         never the product itself (nor copies of its image)."""
         row = self.row_of(product_id)
-        return self.nearest(np.asarray(self.index.vectors[row]), k, self.matching_rows(filters), skip_query=True)
+        return self.nearest(self.index.rows([row])[0], k, self.matching_rows(filters), skip_query=True)
 
     def product(self, product_id: str) -> Result:
         """The catalog product `product_id`, as a result at distance 0."""

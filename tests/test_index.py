@@ -146,3 +146,18 @@ def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(built_
     with pytest.raises(IndexUnusable, match="annoy.ann does not match its checksum"):
         read_manifest(target)
     assert hashed
+
+
+@pytest.mark.parametrize("share", [0.5, 0.05])
+def test_a_filtered_search_is_exact_even_when_the_lower_bounds_are_loose(share):
+    """Two principal coordinates bound the distances of 64-dimensional vectors only loosely, so the first rows ranked
+    exactly rarely hold the answer: the search must widen until no row left out can beat its k-th result."""
+    vectors = resnet_like_features(3000, dims=64, seed=5)
+    index = VectorIndex.build(vectors, trees=2, coarse_dims=2)
+    rows = np.sort(np.random.default_rng(1).choice(3000, int(3000 * share), replace=False))
+    for query in resnet_like_features(20, dims=64, seed=6):
+        for k in (1, 10, 50):
+            found, distances = index.search(query, k, 100, 1000, rows=rows)
+            expected = rows[brute_force(vectors[rows], query, k)]
+            assert found.tolist() == expected.tolist()
+            np.testing.assert_allclose(distances, np.linalg.norm(vectors[found] - query, axis=1), rtol=1e-5)

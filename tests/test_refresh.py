@@ -148,3 +148,13 @@ def test_a_handler_answers_wholly_from_the_index_current_when_it_started(recomme
         used.clear()
         page.more_like(recommender.items[3]["id"], 5, "All", "All", "All")  # product, its neighbours, the status
         assert len(used) > 1 and len({id(index) for index in used}) == 1
+
+
+def test_a_new_revision_of_the_index_repo_is_downloaded_once(tmp_path):
+    from recommender.refresh import update_from_repo
+
+    revisions, downloads = iter(["a1", "a1", "b2", "b2"]), []
+    look = lambda: update_from_repo("someone/index", tmp_path / "index", latest=lambda: next(revisions),  # noqa: E731
+                                    download=lambda repo, index, revision: downloads.append(revision))
+    assert [look() for _ in range(4)] == [True, False, True, False]
+    assert downloads == ["a1", "b2"]

@@ -1,0 +1,235 @@
+"""A million products on one Space (CPU basic: 2 vCPU, 16 GB): issue 11's targets, measured on an index of N synthetic
+ResNet-like vectors and items. Part of scripts/bench.py (--scale, every size); one size:
+
+    python scripts/bench_scale.py 1000000 --work /tmp/scale   # builds /tmp/scale/1000000 once, then reuses it
+
+The index is written as a build writes it (vectors, Annoy over 256 principal components, coarse coordinates, items,
+probe, manifest with checksums, then swapped in as a generation), but from generated vectors: embedding 1M images
+would take 12 hours here. Thumbnails are 100 placeholder JPEGs, hard-linked (the file system allows ~65k links
+to one file). The app is started as a user starts it, on a warm page cache (dropping it would slow the other jobs on
+this machine), and measured from outside: cold start to the first answer, resident memory after filtered and
+unfiltered queries. Latency, recall and exactness are measured here, in the search object, with one BLAS thread
+as in the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_helpers import Report, p50_p95, percentiles, timed  # first: one BLAS thread, as in the app
+
+import numpy as np  # noqa: E402
+
+from app_process import RunningApp  # noqa: E402
+from recommender.catalog import METADATA_FIELDS  # noqa: E402
+from recommender.config import Settings  # noqa: E402
+from recommender.index import FORMAT_VERSION, IndexFiles, VectorIndex, read_manifest, swap_into_place  # noqa: E402
+from recommender.search import Recommender  # noqa: E402
+
+SIZES = (44_000, 250_000, 1_000_000)  # the catalog today, a large shop, the issue's million
+QUERIES = 100  # fresh draws of the generator, not catalog rows
+TYPES = 100  # article types, one row in 100 each: a filter on one keeps 1%
+CHUNK = 50_000  # rows generated at once: 400 MB of float32
+
+
+def resnet_like_chunks(count: int, dims: int = 2048, clusters: int = 50, seed: int = 1):
+    """tests/synthetic_catalog.resnet_like_features, drawn CHUNK rows at a time (1M rows are 8.2 GB): one set of
+    cluster centres, a power-law spectrum, ReLU, unit length."""
+    rng = np.random.default_rng(seed)
+    scale = (1.0 / np.arange(1, dims + 1) ** 0.7).astype(np.float32)
+    centres = rng.standard_normal((clusters, dims), dtype=np.float32) * scale
+    permutation = rng.permutation(dims)
+    for start in range(0, count, CHUNK):
+        size = min(CHUNK, count - start)
+        points = centres[rng.integers(0, clusters, size)] + 0.5 * rng.standard_normal((size, dims),
+                                                                                      dtype=np.float32) * scale
+        points = np.maximum(points[:, permutation], 0)
+        yield points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def write_scale_index(count: int, work: Path, report: Report, section: str) -> Path:
+    """The index of `count` synthetic products at work/index (kept: later runs reuse it), and the queries beside."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recommender.embedder import Embedder, probe_image
+    from synthetic_catalog import ARTICLE_TYPES, COLOURS, product_image
+
+    target = work / "index"
+    if (target / "manifest.json").exists() and (work / "queries.npy").exists():
+        return target
+    started = time.perf_counter()
+    files = IndexFiles(work / ".index.building")
+    files.images.mkdir(parents=True, exist_ok=True)
+    vectors = np.lib.format.open_memmap(files.vectors, mode="w+", dtype=np.float32, shape=(count, 2048))
+    chunks = resnet_like_chunks(count + QUERIES)
+    written = 0
+    for chunk in chunks:
+        take = min(len(chunk), count - written)
+        vectors[written:written + take] = chunk[:take]
+        written += take
+        if take < len(chunk):
+            np.save(work / "queries.npy", np.concatenate([chunk[take:], *chunks])[:QUERIES])
+    vectors.flush()
+    settings = Settings(weights="random")
+    index = VectorIndex.build(vectors, settings.trees, settings.coarse_dims)
+    index.save(files)
+    rows = np.arange(count)
+    colours = list(COLOURS)
+    columns = {"id": rows.astype(str), "gender": np.where(rows % 2 == 0, "Men", "Women"),
+               "articleType": np.char.add("Type ", (rows % TYPES).astype(str)),
+               "baseColour": np.asarray(colours)[rows % len(colours)],
+               "productDisplayName": np.char.add("Product ", rows.astype(str))}
+    table = pa.table({name: pa.array(columns[name]) if name in columns else pa.nulls(count, pa.string())
+                      for name in ("id", *METADATA_FIELDS)})
+    pq.write_table(table, files.items)
+    placeholders = work / "placeholders"
+    placeholders.mkdir(exist_ok=True)
+    for number in range(TYPES):
+        article_type = list(ARTICLE_TYPES)[number % len(ARTICLE_TYPES)]
+        product_image(article_type, colours[number % len(colours)], "solid").save(placeholders / f"{number}.jpg")
+    for row in range(count):
+        os.link(placeholders / f"{row % TYPES}.jpg", files.image(row))
+    embedder = Embedder(settings)
+    np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
+    manifest = {"format_version": FORMAT_VERSION, "built_at": "synthetic", "count": count,
+                "embedder": embedder.identity,
+                "index": {"library": "annoy", "metric": "euclidean", "trees": settings.trees, "seed": settings.seed,
+                          "coarse_dims": len(index.projection.axes), "candidates": settings.candidates,
+                          "search_k": settings.search_k},
+                "dataset": {"kind": "synthetic", "count": count}, "skipped": {}}
+    files.manifest.write_text(json.dumps({**manifest, "files": files.fingerprint()}, indent=2))
+    swap_into_place(files.root, target)
+    report.add(section, f"{count:,} products: writing the synthetic index once (vectors, PCA, Annoy, coarse, items, "
+               f"{count:,} hard links, checksums)", f"{(time.perf_counter() - started) / 60:.1f} min")
+    return target
+
+
+def bench_million(bench) -> None:
+    """bench.py --scale: each size in a child process (its memory given back before the next), reusing the indexes
+    in bench.size["scale_work"]."""
+    for count in SIZES:
+        command = [sys.executable, __file__, str(count), "--work", str(bench.size["scale_work"])]
+        child = subprocess.run(command, capture_output=True, text=True)
+        if child.returncode:
+            sys.exit(f"{' '.join(command)} failed:\n{child.stderr[-3000:]}")
+        bench.report.merge(json.loads(child.stdout.splitlines()[-1]))
+
+
+def bench_scale_size(count: int, work: Path, report: Report) -> None:
+    section = "A million products"
+    work.mkdir(parents=True, exist_ok=True)
+    target = write_scale_index(count, work, report, section)
+    files = IndexFiles(target.resolve())
+    sizes = {path.name: path.stat().st_size for path in (*files.checked, files.coarse)}
+    report.add(section, f"{count:,} products: on disk", ", ".join(f"{name} {size / 1e6:,.0f} MB"
+                                                                   for name, size in sizes.items()))
+    bench_app(count, target, report, section)
+    bench_search(count, target, np.load(work / "queries.npy"), report, section)
+
+
+def bench_app(count: int, target: Path, report: Report, section: str) -> None:
+    """Cold start to the first answer, and resident memory after filtered and unfiltered queries, from outside."""
+    from gradio_client import Client, handle_file
+
+    from bench_helpers import Photos
+
+    photos = Photos(target.parent / "photos").take(21)
+    log = target.parent / "app.log"
+    started = time.perf_counter()
+    with RunningApp({"INDEX_DIR": str(target), "GRADIO_TEMP_DIR": str(target.parent / "gradio")}, log) as app:
+        app.wait_until_ready(timeout=600)
+        client = Client(app.url, verbose=False)
+        client.predict(image=handle_file(photos[0]), k=8, api_name="/recommend")
+        cold = time.perf_counter() - started
+        for number, photo in enumerate(photos[1:]):
+            filters = [{}, {"gender": "Men"}, {"article_type": f"Type {number % TYPES}"}][number % 3]
+            client.predict(image=handle_file(photo), k=8, api_name="/recommend", **filters)
+        resident = app.resident_bytes()
+        peak = _status_bytes(app.process.pid, "VmHWM")
+    report.add(section, f"{count:,} products: cold start, process start to the first answered query (page cache "
+               "warm)", f"{cold:.1f} s")
+    report.add(section, f"{count:,} products: app resident memory after 21 queries, a third of them filtered to "
+               "50% and a third to 1% (peak)", f"{resident / 2**30:.2f} GiB ({peak / 2**30:.2f} GiB)")
+    report.target(f"cold start at {count:,} products", f"{cold:.1f} s", "<= 30 s", cold <= 30)
+    report.target(f"app resident memory at {count:,} products", f"{resident / 2**30:.2f} GiB", "<= 6 GB",
+                  resident <= 6e9, gate=True)
+
+
+def bench_search(count: int, target: Path, queries: np.ndarray, report: Report, section: str) -> None:
+    """Start-up parts, unfiltered recall and latency, filtered latency and exactness, in this process."""
+    stamp = target.resolve().with_name(target.resolve().name + ".verified.json")
+    saved = stamp.read_text()
+    stamp.unlink()  # as after a copy: every file hashed
+    _, full_ms = timed(read_manifest, target)
+    stamp.write_text(saved)
+    _, stamped_ms = timed(read_manifest, target)
+    report.add(section, f"{count:,} products: index checks at start, files as verified before / copied (every "
+               "checksum)", f"{stamped_ms / 1000:.2f} s / {full_ms / 1000:.1f} s")
+    searcher, load_ms = timed(Recommender.load, target.resolve())
+    report.add(section, f"{count:,} products: Recommender.load in the bench process (model, probe, items, filters, "
+               "coarse coordinates)", f"{load_ms / 1000:.1f} s")
+    index = searcher.index
+    exact = brute_force(index.vectors, queries, np.arange(count), 10)
+    found, milliseconds = 0, []
+    for query, truth in zip(queries, exact):
+        (rows, _), elapsed = timed(index.search, query, 10, searcher.candidates, searcher.search_k)
+        found += len(set(rows.tolist()) & set(truth.tolist()))
+        milliseconds.append(elapsed)
+    recall, p50 = found / (10 * len(queries)), percentiles(milliseconds)[0]
+    report.add(section, f"{count:,} products: unfiltered search (Annoy + exact re-rank), recall@10 "
+               f"{recall:.3f}", p50_p95(milliseconds))
+    report.target(f"unfiltered p50 at {count:,}", f"{p50:.1f} ms", "<= 10 ms", p50 <= 10)
+    report.target(f"unfiltered recall@10 at {count:,}", f"{recall:.3f}", ">= 0.97", recall >= 0.97, gate=True)
+    for name, filters, wanted in (("50%", {"gender": "Men"}, 100), ("1%", {"article_type": "Type 7"}, 10)):
+        rows = searcher.matching_rows(filters)
+        truth = brute_force(index.vectors, queries, rows, 10)
+        same, milliseconds = 0, []
+        for query, expected in zip(queries, truth):
+            results, elapsed = timed(searcher.nearest, query, 10, rows)
+            same += {searcher.row_of(result.id) for result in results} == set(expected.tolist())
+            milliseconds.append(elapsed)
+        p50 = percentiles(milliseconds)[0]
+        report.add(section, f"{count:,} products: filtered to {name} ({len(rows):,} rows), exact search and result "
+                   f"assembly; the same top 10 as brute force for {same}/{len(queries)} queries",
+                   p50_p95(milliseconds))
+        report.target(f"filtered p50 over {name} at {count:,}", f"{p50:.1f} ms", f"<= {wanted} ms", p50 <= wanted)
+        report.target(f"filtered results exact over {name} at {count:,}", f"{same}/{len(queries)} the same top 10",
+                      "all", same == len(queries), gate=True)
+
+
+def brute_force(vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(queries, k) the exact nearest rows among `rows`, nearest first, by chunks of the (mapped) vectors."""
+    best = np.full((len(queries), k), -np.inf, np.float32), np.zeros((len(queries), k), np.int64)
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start:start + CHUNK]
+        similarity = queries @ np.asarray(vectors[chunk]).T  # unit vectors: larger dot product, smaller distance
+        merged = np.concatenate([best[0], similarity], axis=1)
+        ids = np.concatenate([best[1], np.broadcast_to(chunk, similarity.shape)], axis=1)
+        top = np.argsort(-merged, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(merged, top, axis=1), np.take_along_axis(ids, top, axis=1)
+    return best[1]
+
+
+def _status_bytes(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("count", type=int)
+    parser.add_argument("--work", default="/tmp/bench-scale", help="where the index is built once and reused")
+    args = parser.parse_args()
+    report = Report("")
+    bench_scale_size(args.count, Path(args.work) / str(args.count), report)
+    print(json.dumps(report.as_dict()))  # the last line: bench.py --scale reads it
+    sys.exit(0)
