@@ -40,7 +40,7 @@ def bench_ray(bench) -> None:
         return build_index(load_catalog(str(parquet)), settings, bench.work / name, progress=False, engine=engine)
 
     runs = [build("ray-reference").images_per_second]  # again after Ray's runs: the mean of both is compared
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1] / "recommender")]})
     steady = {}
     try:

@@ -27,7 +27,8 @@ WORKER_TITLE = "ray::MapWorker(MapBatches(_EmbedRows))"  # the process title Ray
 @pytest.fixture(scope="module")
 def ray_address():
     """A local Ray of 2 CPUs started here and stopped with every process it started after the module's tests."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new Ray, even where `ray start` left the address of another in /tmp/ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     deadline = time.monotonic() + 30
