@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .build import _prepare, _prepared_batches
+from .build import _prepared_batches
 from .catalog import METADATA_FIELDS, Catalog, CatalogUnavailable, Product, _parquet_files
 from .config import Settings
 
