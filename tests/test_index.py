@@ -161,3 +161,20 @@ def test_a_filtered_search_is_exact_even_when_the_lower_bounds_are_loose(share):
             expected = rows[brute_force(vectors[rows], query, k)]
             assert found.tolist() == expected.tolist()
             np.testing.assert_allclose(distances, np.linalg.norm(vectors[found] - query, axis=1), rtol=1e-5)
+
+
+def test_loose_bounds_read_the_rows_in_bounded_chunks_and_stay_exact(monkeypatch):
+    """A query unlike the catalog has loose bounds; past SCAN_ROWS rows the search reads the subset in chunks."""
+    import recommender.index as index_module
+
+    monkeypatch.setattr(index_module, "SCAN_ROWS", 300)
+    vectors = resnet_like_features(3000, dims=64, seed=5)
+    index = VectorIndex.build(vectors, trees=2, coarse_dims=2)
+    rows = np.arange(0, 3000, 2)
+    read = []
+    monkeypatch.setattr(index, "rows", lambda wanted, original=index.rows: read.append(len(wanted)) or original(wanted))
+    for query in resnet_like_features(10, dims=64, seed=6):
+        for k in (1, 10, 50):
+            found, _ = index.search(query, k, 100, 1000, rows=rows)
+            assert found.tolist() == rows[brute_force(vectors[rows], query, k)].tolist()
+    assert max(read) <= 300
