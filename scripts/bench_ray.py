@@ -32,7 +32,7 @@ def bench_ray(bench) -> None:
     from synthetic_catalog import many_products, write_parquet
 
     report, cpus = bench.report, os.cpu_count() or 1
-    rows = bench.size["images"]
+    rows = bench.size["ray"]
     parquet = write_parquet(bench.work / "ray-catalog.parquet", many_products(rows), extra_bad_rows=False)
     settings = Settings(weights="random")
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256, help="synthetic products in the catalog")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        bench_ray(SimpleNamespace(report=Report("python scripts/bench_ray.py"), size={"images": args.images},
+        bench_ray(SimpleNamespace(report=Report("python scripts/bench_ray.py"), size={"ray": args.images},
                                   work=Path(work)))
 
 
