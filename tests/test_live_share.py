@@ -14,10 +14,10 @@ FORWARD_SECONDS = 0.4  # the fake model's forward: long enough that "at once" is
 
 
 class SlowModel:
-    """Stands in for the embedder's live path: counts forwards and how many ran at the same time."""
+    """Stands in for the embedder's live path (embed_image): counts forwards and how many ran at the same time."""
 
-    def __init__(self, real):
-        self.real, self.running, self.most_at_once, self.calls = real, 0, 0, 0
+    def __init__(self, vector):
+        self.vector, self.running, self.most_at_once, self.calls = vector, 0, 0, 0
         self.lock = threading.Lock()
 
     def embed_image(self, frame):
@@ -28,13 +28,13 @@ class SlowModel:
         time.sleep(FORWARD_SECONDS)
         with self.lock:
             self.running -= 1
-        return self.real.embed_image(frame)
+        return self.vector  # a catalog product's: the real model's first call would take seconds more, unpredictably
 
 
 @pytest.fixture
 def page(recommender, monkeypatch):
     page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
-    model = SlowModel(recommender.embedder)
+    model = SlowModel(np.array(recommender.index.vectors[0]))
     monkeypatch.setattr(page.recommender, "embedder", model)
     page.model = model
     return page
