@@ -51,8 +51,18 @@ def query_photos(recommender: Recommender) -> QueryPhotos:
     return QueryPhotos(query_embedder(recommender.embedder), cacheable=View.without_picture)
 
 
+FILTERS = (("gender", "Gender"), ("article_type", "Article type"), ("colour", "Colour"))  # field, label
+
+
 def examples(page: Page) -> list[tuple[str, str]]:
     return [(e.image_path, e.metadata["articleType"] or e.name) for e in page.examples]
+
+
+def header(recommender: Recommender) -> str:
+    return ("# Find similar fashion products\nUpload a photo, take one with your webcam, or paste one; crop it to the "
+            "garment if there is more in the picture. Or go **Live** and point the camera at a product. The most "
+            f"similar of {recommender.manifest['count']:,} catalog products appear on the right: click one for more "
+            "like it.")
 
 
 def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | None = None) -> gr.Blocks:
@@ -61,15 +71,11 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
     indexes, recommender = recommender, getattr(recommender, "current", recommender)
     photos = photos or query_photos(recommender)
     page = Page(indexes, photos)
-    manifest = recommender.manifest
     gr.set_static_paths([recommender.files.images.resolve()])  # galleries link to the index's images, no copies
     if isinstance(indexes, IndexHolder):  # and to a new index's, once it serves
         indexes.on_switch.append(lambda new: gr.set_static_paths([new.files.images.resolve()]))
     with gr.Blocks(title="Fashion visual search", delete_cache=(60, 60)) as demo:
-        gr.Markdown("# Find similar fashion products\nUpload a photo, take one with your webcam, or paste one; "
-                    "crop it to the garment if there is more in the picture. Or go **Live** and point the camera at "
-                    f"a product. The most similar of {manifest['count']:,} catalog products appear on the right: "
-                    "click one for more like it.")
+        title = gr.Markdown(header(recommender))
         if recommender.uses_random_weights:
             gr.Markdown("**Warning: this index was built with random model weights (a test setting), so the "
                         "results are not meaningful.** Build it with `--weights imagenet`.")
@@ -91,9 +97,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
                 with gr.Row():
                     filters = [gr.Dropdown([ANY, *recommender.filter_choices(name)], value=ANY, label=label,
-                                           filterable=True, elem_id=name, min_width=100)
-                               for name, label in (("gender", "Gender"), ("article_type", "Article type"),
-                                                   ("colour", "Colour"))]
+                                           filterable=True, elem_id=name, min_width=100) for name, label in FILTERS]
                 find = gr.Button("Find similar products", variant="primary")
             with gr.Column(scale=2, min_width=300):
                 status = gr.Markdown(elem_id="status")
@@ -142,7 +146,13 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                        [why_panel, why_text, *why_images, why_details], trigger_mode="always_last", **private)
         example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last", **private)
         demo.load(page.opened, controls, page_outputs, **private)
-        demo.load(lambda: examples(page), None, example_gallery, **private)  # of the index serving at page load
+
+        def index_at_page_load():  # a page opened after a new index came in: that index's size, filters, examples
+            current = page.recommender
+            return header(current), examples(page), *(gr.Dropdown([ANY, *current.filter_choices(name)])
+                                                       for name, _ in FILTERS)
+
+        demo.load(index_at_page_load, None, [title, example_gallery, *filters], **private)
         api_image.change(page.recommend, [api_image, *controls], [gallery, details], api_name="recommend")
         api_id.change(page.similar, [api_id, *controls], [gallery, details], api_name="similar")
         api_product.change(page.explain, [api_image, api_id, api_product], [*why_images, why_details],
