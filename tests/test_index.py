@@ -163,18 +163,49 @@ def test_a_filtered_search_is_exact_even_when_the_lower_bounds_are_loose(share):
             np.testing.assert_allclose(distances, np.linalg.norm(vectors[found] - query, axis=1), rtol=1e-5)
 
 
-def test_loose_bounds_read_the_rows_in_bounded_chunks_and_stay_exact(monkeypatch):
-    """A query unlike the catalog has loose bounds; past SCAN_ROWS rows the search reads the subset in chunks."""
+@pytest.mark.parametrize("mapped", [False, True])
+def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, tmp_path, monkeypatch):
+    """A query unlike the catalog has loose bounds: once the first pool shows that more than SCAN_ROWS rows are
+    within reach, the search makes one pass over the vectors, PASS_ROWS at a time (read with pread from a mapped
+    vectors.npy), instead of ranking ever larger pools first (which cost three times the pass)."""
     import recommender.index as index_module
 
-    monkeypatch.setattr(index_module, "SCAN_ROWS", 300)
+    monkeypatch.setattr(index_module, "SCAN_ROWS", 1100)  # above the second pool the old search tried (1,024)
+    monkeypatch.setattr(index_module, "PASS_ROWS", 128)  # 3,000 rows: 24 blocks, the last one short
     vectors = resnet_like_features(3000, dims=64, seed=5)
-    index = VectorIndex.build(vectors, trees=2, coarse_dims=2)
+    built = VectorIndex.build(vectors, trees=2, coarse_dims=2)
+    if mapped:
+        np.save(tmp_path / "vectors.npy", vectors)
+        vectors = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    index = VectorIndex(vectors, built.annoy, built.projection, built.coarse)
+    rows = np.arange(0, 3000, 2)
+    read, blocks = [], []
+    monkeypatch.setattr(index, "rows", lambda wanted, original=index.rows: read.append(len(wanted)) or original(wanted))
+    monkeypatch.setattr(index, "_blocks", lambda original=index._blocks: ((start, block) for start, block in original()
+                                                                          if blocks.append(len(block)) is None))
+    for query in resnet_like_features(10, dims=64, seed=6):
+        for k in (1, 10, 50):
+            read.clear()
+            blocks.clear()
+            found, _ = index.search(query, k, 100, 1000, rows=rows)
+            assert found.tolist() == rows[brute_force(np.asarray(vectors)[rows], query, k)].tolist()
+            assert read == [index_module.FIRST_POOL, min(len(rows), 4 * k + 10)]  # the first pool, then the pass's best
+            assert sum(blocks) == 3000 and max(blocks) == 128
+
+
+def test_tight_bounds_rank_only_the_rows_within_reach(monkeypatch):
+    """With bounds equal to the distances (all 64 coordinates of 64-dimensional vectors), the first pool holds the
+    answer and every row within its reach: nothing more is read, and no pass is made."""
+    import recommender.index as index_module
+
+    vectors = resnet_like_features(3000, dims=64, seed=5)
+    index = VectorIndex.build(vectors, trees=2, coarse_dims=64)
     rows = np.arange(0, 3000, 2)
     read = []
     monkeypatch.setattr(index, "rows", lambda wanted, original=index.rows: read.append(len(wanted)) or original(wanted))
+    monkeypatch.setattr(index, "_scan_rows", lambda *arguments: pytest.fail("a pass over all vectors"))
     for query in resnet_like_features(10, dims=64, seed=6):
-        for k in (1, 10, 50):
-            found, _ = index.search(query, k, 100, 1000, rows=rows)
-            assert found.tolist() == rows[brute_force(vectors[rows], query, k)].tolist()
-    assert max(read) <= 300
+        read.clear()
+        found, _ = index.search(query, 10, 100, 1000, rows=rows)
+        assert found.tolist() == rows[brute_force(vectors[rows], query, 10)].tolist()
+        assert read == [index_module.FIRST_POOL]
