@@ -164,13 +164,16 @@ def test_a_filtered_search_is_exact_even_when_the_lower_bounds_are_loose(share):
 
 
 @pytest.mark.parametrize("mapped", [False, True])
-def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, tmp_path, monkeypatch):
+@pytest.mark.parametrize("step", [2, 11])
+def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, step, tmp_path, monkeypatch):
     """A query unlike the catalog has loose bounds: once the first pool shows that more than SCAN_ROWS rows are
-    within reach, the search makes one pass over the vectors, PASS_ROWS at a time (read with pread from a mapped
-    vectors.npy), instead of ranking ever larger pools first (which cost three times the pass)."""
+    within reach, the search ranks every row of the subset by its dot product in one go, instead of ranking ever
+    larger pools first (which cost three times the pass). A large subset is read by one pass over all vectors,
+    PASS_ROWS at a time (with pread from a mapped vectors.npy); a small one (under 1/ROW_READ_COST of the rows)
+    by reading its rows alone."""
     import recommender.index as index_module
 
-    monkeypatch.setattr(index_module, "SCAN_ROWS", 1100)  # above the second pool the old search tried (1,024)
+    monkeypatch.setattr(index_module, "SCAN_ROWS", 100 if step == 11 else 1100)  # 1,100: above the old second pool
     monkeypatch.setattr(index_module, "PASS_ROWS", 128)  # 3,000 rows: 24 blocks, the last one short
     vectors = resnet_like_features(3000, dims=64, seed=5)
     built = VectorIndex.build(vectors, trees=2, coarse_dims=2)
@@ -178,7 +181,7 @@ def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, tmp
         np.save(tmp_path / "vectors.npy", vectors)
         vectors = np.load(tmp_path / "vectors.npy", mmap_mode="r")
     index = VectorIndex(vectors, built.annoy, built.projection, built.coarse)
-    rows = np.arange(0, 3000, 2)
+    rows = np.arange(0, 3000, step)  # 1,500 rows (a pass), or 273 (under 3,000 / 10: read alone)
     read, blocks = [], []
     monkeypatch.setattr(index, "rows", lambda wanted, original=index.rows: read.append(len(wanted)) or original(wanted))
     monkeypatch.setattr(index, "_blocks", lambda original=index._blocks: ((start, block) for start, block in original()
@@ -189,8 +192,11 @@ def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, tmp
             blocks.clear()
             found, _ = index.search(query, k, 100, 1000, rows=rows)
             assert found.tolist() == rows[brute_force(np.asarray(vectors)[rows], query, k)].tolist()
-            assert read == [index_module.FIRST_POOL, min(len(rows), 4 * k + 10)]  # the first pool, then the pass's best
-            assert sum(blocks) == 3000 and max(blocks) == 128
+            first, best = index_module.FIRST_POOL, min(len(rows), 4 * k + 10)
+            if step == 2:  # the first pool, the pass over all 3,000 rows, then the pass's best
+                assert read == [first, best] and sum(blocks) == 3000 and max(blocks) == 128
+            else:  # the first pool, the subset's 273 rows alone (128 at a time), then their best
+                assert read == [first, 128, 128, 17, best] and blocks == []
 
 
 def test_tight_bounds_rank_only_the_rows_within_reach(monkeypatch):
