@@ -27,8 +27,8 @@ PCA_SAMPLE = 50_000  # rows the principal axes are fitted on: more changes them 
 BOUND_DIMS = 64  # principal coordinates a filtered search scans: 256 MB at 1M rows, 43 ms a scan on one core
 FIRST_POOL = 256  # rows a filtered search ranks exactly first; ~300 were needed over half of 250k synthetic rows
 SCAN_ROWS = 4096  # rows ranked exactly beyond which loose bounds give way to one pass over all vectors
-PASS_ROWS = 1024  # rows a pass reads at once: an 8 MB buffer (130 ms over 250k rows; 170 ms with 4,096)
-ROW_READ_COST = 10  # a row read on its own costs about as much as 10 rows of a pass (4.4 vs 0.41 us a row at 1M)
+PASS_ROWS = 1024  # rows a pass over all vectors reads at once: an 8 MB buffer, which stays in the CPU's cache
+ROW_READ_COST = 10  # a row read on its own (a pread each) costs about as much as 10 rows of a sequential pass
 CHUNK = 65_536  # rows projected at once: a (CHUNK, 2048) float32 temporary is 512 MB
 
 
@@ -254,9 +254,8 @@ class VectorIndex:
 
     def _blocks(self):
         """(first row, rows) for all stored vectors, PASS_ROWS at a time. A mapped vectors.npy is read with pread
-        into one small buffer that stays in the CPU's cache: through the map, every page would be faulted in and then
-        count as the app's memory (rows()); unmapping each block after use made a pass twice as slow (248 vs 130 ms
-        over 250k rows)."""
+        into one small buffer: through the map, every page would be faulted in and then count as the app's memory
+        (rows()), and unmapping each block after use made the pass slower (docs/scale.md)."""
         if self._file is None:
             for start in range(0, len(self), PASS_ROWS):
                 yield start, self.vectors[start:start + PASS_ROWS]
