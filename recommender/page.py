@@ -32,6 +32,10 @@ LIVE_MODEL_SHARE = 0.5  # of the model's time, at most, for the live frames of a
 # frame's forward, none starts for as long again. Otherwise 4 viewers keep a forward running at every moment, and
 # every photo search (one request a person waits for) shares the CPU with one. Frames that find the model busy
 # with another frame, in its pause, or embedding a photo are not searched: the viewer's next frame is fresher.
+PHOTO_LEAD = 1.0  # seconds after a photo upload starts or ends in which no live forward starts: its search, which a
+# person waits for, is about to begin (and from then on until it ends, none starts either) ...
+LIVE_MAX_WAIT = 0.5  # ... unless no live forward has run for this long: under photos without pause, live viewers
+# together still get a forward about this often, between two photos' searches
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class Page:
         self._last_photo_lock = threading.Lock()
         self._live_model = threading.Lock()
         self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
+        self._live_ended = 0.0  # time.monotonic() when the last live frame's forward ended
         self._photos_embedding, self._photos_lock = 0, threading.Lock()
 
     @property
@@ -259,7 +264,9 @@ class Page:
 
     def _live_vector(self, frame: np.ndarray) -> np.ndarray | None:
         """The frame's vector, or None when the model is not free for a live frame (LIVE_MODEL_SHARE)."""
-        if self._photos_embedding or time.monotonic() < self._live_resumes or not self._live_model.acquire(False):
+        now = time.monotonic()
+        photo_coming = now < self.photos.last_arrival + PHOTO_LEAD and now < self._live_ended + LIVE_MAX_WAIT
+        if self._photos_embedding or photo_coming or now < self._live_resumes or not self._live_model.acquire(False):
             return None
         try:
             if self._photos_embedding:
@@ -270,6 +277,7 @@ class Page:
             finally:
                 ended = time.monotonic()
                 self._live_resumes = ended + (ended - began) * (1 - LIVE_MODEL_SHARE) / LIVE_MODEL_SHARE
+                self._live_ended = ended
         finally:
             self._live_model.release()
 

@@ -1,5 +1,6 @@
 """Live frames share the model (recommender/page.py, LIVE_MODEL_SHARE): after a live frame's forward none starts for
-as long again, none starts while a photo is searched, and one viewer's frame never waits behind another's."""
+as long again, none starts while a photo is searched or about to be (its upload arrived, PHOTO_LEAD) unless live
+viewers have waited LIVE_MAX_WAIT, and one viewer's frame never waits behind another's."""
 
 import threading
 import time
@@ -7,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import recommender.page as page_module
 from recommender.page import LiveState, Page
 from recommender.photos import QueryPhotos
 
@@ -82,3 +84,20 @@ def test_no_live_forward_starts_while_a_photo_is_searched(page):
         assert not searched(page.live_frame(frame(20), 3, "All", "All", "All", viewer))
     assert viewer.deferred == 1 and page.model.calls == 0
     assert searched(page.live_frame(frame(21), 3, "All", "All", "All", viewer))
+
+
+def test_a_photo_upload_goes_first_but_live_viewers_are_not_starved(page, monkeypatch):
+    """From a photo's upload, live frames wait (its search is about to start), but not longer than LIVE_MAX_WAIT since
+    the last live forward: photos sent without pause would otherwise stop every live viewer."""
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", FORWARD_SECONDS * 4)
+    viewer = LiveState()
+    page.photos.arriving()  # before any live forward: the last one "ended" long ago, so live may go
+    assert searched(page.live_frame(frame(30), 3, "All", "All", "All", viewer))
+    time.sleep(FORWARD_SECONDS * 1.2)  # past the forward's pause
+    page.photos.arriving()
+    assert not searched(page.live_frame(frame(31), 3, "All", "All", "All", viewer))  # the photo goes first
+    time.sleep(FORWARD_SECONDS * 3)  # LIVE_MAX_WAIT since the last live forward ended, within PHOTO_LEAD
+    page.photos.arriving()
+    assert searched(page.live_frame(frame(32), 3, "All", "All", "All", viewer))  # live is not starved
+    assert viewer.deferred == 1 and page.model.calls == 2
+
