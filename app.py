@@ -29,7 +29,7 @@ from recommender.catalog import CatalogUnavailable  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.explain import View, query_embedder  # noqa: E402
-from recommender.page import LiveState, Page, in_memory_image  # noqa: E402
+from recommender.page import LiveState, Page, in_memory_image, live_camera  # noqa: E402
 from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, photo_editor, query_image  # noqa: E402,E501
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
 from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
@@ -89,9 +89,9 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                                              sources=["upload", "webcam", "clipboard"], transforms=["crop"],
                                              layers=False, elem_id="photo", height=380, webcam_options=CAMERA)
                     with gr.Tab("Live", id="live-tab"):
-                        live = gr.Image(sources=["webcam"], streaming=True, type="numpy", webcam_options=CAMERA,
-                                        label="Live camera: the results follow what it sees", elem_id="live",
-                                        height=380)
+                        live = live_camera(sources=["webcam"], streaming=True, type="numpy", webcam_options=CAMERA,
+                                           label="Live camera: the results follow what it sees", elem_id="live",
+                                           height=380)
                 query_product = gr.Image(interactive=False, visible=False, height=220, elem_id="query-product",
                                          buttons=[])
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")

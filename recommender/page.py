@@ -16,14 +16,13 @@ from urllib.parse import quote
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
 from .explain import Explainer, View, query_picture
-from .images import ImageError
+from .images import ImageError, to_rgb
 from .photos import Photo, QueryPhotos
 from .search import ANY, Recommender, UnknownProduct
 
-__all__ = ["Page", "Product", "in_memory_image"]
+__all__ = ["Page", "Product", "in_memory_image", "live_camera"]
 
 MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
@@ -237,14 +236,20 @@ class Page:
         return [], [], "", "", [], None, None, gr.Image(visible=False), ""
 
     @_one_index
-    def live_frame(self, frame: np.ndarray | None, k, gender, article_type, colour, live: LiveState | None):
-        """A frame of the live camera (decoded in memory, never written): searched unless it barely changed since
-        the last searched one. Writes PAGE_OUTPUTS and the viewer's LiveState."""
+    def live_frame(self, frame: bytes | np.ndarray | None, k, gender, article_type, colour, live: LiveState | None):
+        """A frame of the live camera (JPEG bytes from live_camera, decoded in memory only as far as needed, never
+        written): searched if the model is free for it and the picture changed since the last searched frame.
+        Writes PAGE_OUTPUTS and the viewer's LiveState."""
         live = live or LiveState()
         if frame is None:
             return *[gr.skip()] * 8, live
-        thumbnail = np.asarray(Image.fromarray(frame).convert("L").resize((LIVE_THUMBNAIL, LIVE_THUMBNAIL)),
-                               dtype=np.float32)
+        if not self._live_model_free():  # the common case with several viewers: dropped before any decoding
+            live.deferred += 1
+            return *[gr.skip()] * 8, live
+        try:
+            thumbnail = _thumbnail(frame)
+        except ImageError:
+            return *[gr.skip()] * 8, live
         if live.thumbnail is not None and np.abs(thumbnail - live.thumbnail).mean() < LIVE_MIN_CHANGE:
             live.skipped += 1
             return *[gr.skip()] * 8, live
@@ -262,11 +267,16 @@ class Page:
                       f"{live.deferred} while the model was busy)")
         return *outputs, live
 
-    def _live_vector(self, frame: np.ndarray) -> np.ndarray | None:
-        """The frame's vector, or None when the model is not free for a live frame (LIVE_MODEL_SHARE)."""
+    def _live_model_free(self) -> bool:
+        """Whether a live frame's forward may start now: no photo searched or about to be (unless live viewers have
+        waited LIVE_MAX_WAIT), the last live forward's pause over, no other live forward running."""
         now = time.monotonic()
         photo_coming = now < self.photos.last_arrival + PHOTO_LEAD and now < self._live_ended + LIVE_MAX_WAIT
-        if self._photos_embedding or photo_coming or now < self._live_resumes or not self._live_model.acquire(False):
+        return not (self._photos_embedding or photo_coming or now < self._live_resumes or self._live_model.locked())
+
+    def _live_vector(self, frame) -> np.ndarray | None:
+        """The frame's vector, or None when the model is not free for a live frame (LIVE_MODEL_SHARE)."""
+        if not self._live_model_free() or not self._live_model.acquire(False):
             return None
         try:
             if self._photos_embedding:
@@ -391,6 +401,29 @@ def in_memory_image(**options):
 
     image.postprocess = postprocess
     return image
+
+
+def live_camera(**options):
+    """gr.Image streaming the camera whose frames (the browser sends JPEG data URLs) reach the handler as bytes, not
+    decoded: most frames are dropped (the model busy, the picture unchanged), and decoding every one cost the CPU
+    that photo searches wait for. Anything but a data URL is decoded as gr.Image does. (Wrapped, not subclassed:
+    see in_memory_image.)"""
+    image = gr.Image(**options)
+    decode = image.preprocess
+
+    def preprocess(payload):
+        if payload is not None and (payload.url or "").startswith("data:"):
+            return _from_data_url(payload.url)
+        return decode(payload)
+
+    image.preprocess = preprocess
+    return image
+
+
+def _thumbnail(frame) -> np.ndarray:
+    """(LIVE_THUMBNAIL, LIVE_THUMBNAIL) float32 grey levels of a frame; a JPEG is decoded at 1/8 scale for it."""
+    image = to_rgb(frame, draft_side=LIVE_THUMBNAIL).convert("L").resize((LIVE_THUMBNAIL, LIVE_THUMBNAIL))
+    return np.asarray(image, dtype=np.float32)
 
 
 def _data_url(jpeg: bytes | None) -> str:

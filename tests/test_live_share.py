@@ -2,14 +2,19 @@
 as long again, none starts while a photo is searched or about to be (its upload arrived, PHOTO_LEAD) unless live
 viewers have waited LIVE_MAX_WAIT, and one viewer's frame never waits behind another's."""
 
+import base64
+import io
 import threading
 import time
 
 import numpy as np
 import pytest
+from gradio.data_classes import Base64ImageData
+from PIL import Image
 
 import recommender.page as page_module
-from recommender.page import LiveState, Page
+from recommender.images import to_rgb
+from recommender.page import LiveState, Page, live_camera
 from recommender.photos import QueryPhotos
 
 FORWARD_SECONDS = 0.4  # the fake model's forward: long enough that "at once" is well inside it and its pause
@@ -101,3 +106,31 @@ def test_a_photo_upload_goes_first_but_live_viewers_are_not_starved(page, monkey
     assert searched(page.live_frame(frame(32), 3, "All", "All", "All", viewer))  # live is not starved
     assert viewer.deferred == 1 and page.model.calls == 2
 
+
+
+def jpeg_frame(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame(seed)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, monkeypatch):
+    """Frames reach the handler as the browser's JPEG bytes (live_camera); one dropped because the model is busy
+    costs no decoding, and one searched is decoded small for the unchanged-picture check, then for the model."""
+    decoded = []
+    monkeypatch.setattr(page_module, "to_rgb", lambda source, **options: decoded.append(options) or to_rgb(source,
+                                                                                                              **options))
+    viewer = LiveState()
+    with page._photo_turn():
+        assert not searched(page.live_frame(jpeg_frame(40), 3, "All", "All", "All", viewer))
+    assert decoded == [] and viewer.deferred == 1
+    assert searched(page.live_frame(jpeg_frame(41), 3, "All", "All", "All", viewer))
+    assert decoded == [{"draft_side": page_module.LIVE_THUMBNAIL}]
+
+
+def test_the_live_camera_hands_over_the_frames_bytes_undecoded():
+    camera = live_camera(sources=["webcam"], streaming=True, type="numpy")
+    data = jpeg_frame(50)
+    url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    assert camera.preprocess(Base64ImageData(url=url)) == data
+    assert camera.preprocess(None) is None
