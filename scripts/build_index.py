@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
     parser.add_argument("--precision", choices=["float32", "bf16"], default=defaults.precision,
                         help="bf16: faster embedding on some CPUs with AVX512-BF16 or AMX, slower on others "
-                             "(2.4x on an AMD EPYC, 0.6x on an Intel Xeon, both with AVX512-BF16: "
+                             "(1.8x on an AMD EPYC, 0.6x on an Intel Xeon, both with AVX512-BF16: "
                              "scripts/bench.py measures yours); the app then computes queries in bf16 too")
     parser.add_argument("--trees", type=int, default=defaults.trees, help="Annoy trees")
     parser.add_argument("--coarse-dims", type=int, default=defaults.coarse_dims,
