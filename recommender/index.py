@@ -29,6 +29,7 @@ FIRST_POOL = 256  # rows a filtered search ranks exactly first; ~300 were needed
 SCAN_ROWS = 4096  # rows ranked exactly beyond which loose bounds give way to one pass over all vectors
 PASS_ROWS = 1024  # rows a pass over all vectors reads at once: an 8 MB buffer, which stays in the CPU's cache
 ROW_READ_COST = 10  # a row read on its own (a pread each) costs about as much as 10 rows of a sequential pass
+# (an estimate from one ad hoc timing at 1M rows, not a bench.py row; the choice only moves cost, never results)
 CHUNK = 65_536  # rows projected at once: a (CHUNK, 2048) float32 temporary is 512 MB
 
 
@@ -214,14 +215,14 @@ class VectorIndex:
         # than copying the subset's rows out first.
         dot = (self.coarse @ reduced)[rows] if len(rows) > len(self) // 16 else self.coarse[rows] @ reduced
         bounds = self.coarse_norms[rows] - 2 * dot + reduced @ reduced  # (len(rows),) squared lower bounds
-        pool = min(len(rows), max(FIRST_POOL, 4 * k + 10))
-        if pool < len(rows):
-            pool = np.argpartition(bounds, pool - 1)[:pool]  # the rows of smallest bound
+        size = min(len(rows), max(FIRST_POOL, 4 * k + 10))
+        if size < len(rows):
+            pool = np.argpartition(bounds, size - 1)[:size]  # positions in `rows` of the smallest bounds
             found, found_distances = self._rank(query, k, rows[pool], skip_query)
             # 1e-3: float32 round-off of the bounds, far below the distances that separate results
             reach = found_distances[-1] + SAME_IMAGE + 1e-3 if len(found) == k else np.inf
             within = np.flatnonzero(bounds <= reach * reach)
-            if len(within) <= len(pool):  # the pool holds every row within reach (it holds the smallest bounds)
+            if len(within) <= size:  # the pool holds every row within reach (it holds the smallest bounds)
                 return found, found_distances
             if len(within) > SCAN_ROWS:
                 return self._scan_rows(query, k, rows, skip_query)

@@ -81,7 +81,8 @@ def photos_beside_a_trivial_stream(bench, browser, client, queries: int) -> list
     trivial = RunningApp({}, bench.work / "trivial-stream.log", [sys.executable, __file__])
     try:
         trivial.wait_until_ready()
-        [start_viewer(browser, trivial.url) for _ in range(VIEWERS)]
+        for _ in range(VIEWERS):
+            start_viewer(browser, trivial.url)
         lowest_priority()
         time.sleep(3)
         return [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
