@@ -125,6 +125,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         api_product = gr.Textbox(visible=False)
         # ids in the gallery; the catalog product on show; the photo's vector and cells (the photo itself is not kept)
         shown, current, vector, live_state = gr.State([]), gr.State(None), gr.State(None), gr.State(LiveState())
+        live_match = gr.State(None)  # the last embedded live frame's LiveMatch: its change shows the results
         query_copy = gr.Textbox(visible=False)  # the photo's small copy, a data URL held by the browser: the server
         # keeps no copy of a photo, and "Why this match?" draws the query's side on this one when it is sent back
 
@@ -136,9 +137,11 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         gr.on([photo.upload, photo.input], page.search_photo, [photo, *controls], [*page_outputs, query_copy],
               trigger_mode="multiple", **private)
         photo.clear(page.cleared, None, [*page_outputs, query_copy], **private)
-        live.stream(page.live_frame, [live, *controls, live_state], [*page_outputs, live_state],
+        live.stream(page.live_frame, [live, live_state], [live_state, live_match],
                     stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
                     concurrency_id="live", show_progress="hidden", **private)
+        live_match.change(page.live_results, [live_match, *controls, live_state], page_outputs,
+                          concurrency_limit=LIVE_VIEWERS, show_progress="hidden", **private)
         gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
         gallery.select(page.clicked, [shown, *controls, why], page_outputs, trigger_mode="always_last", **private)

@@ -9,6 +9,7 @@ import functools
 import io
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from .images import ImageError, to_rgb
 from .photos import Photo, QueryPhotos
 from .search import ANY, Recommender, UnknownProduct
 
-__all__ = ["Page", "Product", "in_memory_image", "live_camera"]
+__all__ = ["LiveMatch", "LiveState", "Page", "Product", "in_memory_image", "live_camera"]
 
 MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
@@ -33,8 +34,10 @@ LIVE_MODEL_SHARE = 0.5  # of the model's time, at most, for the live frames of a
 # with another frame, in its pause, or embedding a photo are not searched: the viewer's next frame is fresher.
 PHOTO_LEAD = 1.0  # seconds after a photo upload starts or ends in which no live forward starts: its search, which a
 # person waits for, is about to begin (and from then on until it ends, none starts either) ...
-LIVE_MAX_WAIT = 0.5  # ... unless no live forward has run for this long: under photos without pause, live viewers
-# together still get a forward about this often, between two photos' searches
+LIVE_MAX_WAIT = 1.0  # ... unless no live forward has run for this long: under photos without pause, live viewers
+# together still get a forward about this often, between two photos' searches, each viewer in turn
+LIVE_QUIET = 1.5  # seconds (5 frame intervals) without a frame after which a viewer is no longer waiting for a turn:
+# its camera stopped or its tab closed
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,18 @@ class Product:
 @dataclass
 class LiveState:
     """One live viewer's memory: the last searched frame, small, and how many frames were searched and skipped."""
+    viewer: str = ""  # a name for the turn order (Page._live_turn), given at its first frame
     thumbnail: np.ndarray | None = None
     searched: int = 0
     skipped: int = 0  # unchanged since the last searched frame
-    deferred: int = 0  # the model was busy (another viewer's frame, its pause, a photo)
+    deferred: int = 0  # the model was busy (another viewer's frame, its pause, a photo) or it was another's turn
+
+
+@dataclass(eq=False)  # compared by identity: Gradio sees a new LiveMatch as a changed State, and fires its change
+class LiveMatch:
+    """A live frame's vector, from live_frame to live_results (through a State's change event)."""
+    vector: np.ndarray
+    started: float  # time.perf_counter() when its frame arrived
 
 
 _answering = contextvars.ContextVar("answering", default=None)  # the Recommender the running handler answers from
@@ -85,6 +96,8 @@ class Page:
         self._live_model = threading.Lock()
         self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
         self._live_ended = 0.0  # time.monotonic() when the last live frame's forward ended
+        self._live_viewers: dict[str, list[float]] = {}  # viewer -> [its last frame's arrival, its last turn]
+        self._live_viewers_lock = threading.Lock()
         self._photos_embedding, self._photos_lock = 0, threading.Lock()
 
     @property
@@ -236,36 +249,51 @@ class Page:
         return [], [], "", "", [], None, None, gr.Image(visible=False), ""
 
     @_one_index
-    def live_frame(self, frame: bytes | np.ndarray | None, k, gender, article_type, colour, live: LiveState | None):
+    def live_frame(self, frame: bytes | np.ndarray | None, live: LiveState | None):
         """A frame of the live camera (JPEG bytes from live_camera, decoded in memory only as far as needed, never
-        written): searched if the model is free for it and the picture changed since the last searched frame.
-        Writes PAGE_OUTPUTS and the viewer's LiveState."""
+        written): embedded if the model is free for it and the picture changed since the last searched frame.
+        Writes only States: the viewer's LiveState, and a LiveMatch when a frame was embedded, whose change event
+        (live_results) shows its results. A page output written with gr.skip() costs Gradio more time than the
+        dropped frame itself (it rebuilds the component's config), and most frames are dropped."""
         live = live or LiveState()
         if frame is None:
-            return *[gr.skip()] * 8, live
-        if not self._live_model_free():  # the common case with several viewers: dropped before any decoding
+            return live, gr.skip()
+        live.viewer = live.viewer or uuid.uuid4().hex
+        # its turn asked first, always: that records the frame, and a viewer whose frames all meet a busy model
+        # still counts as waiting. Dropped before any decoding: the common case with several viewers.
+        if not (self._live_turn(live.viewer) and self._live_model_free()):
             live.deferred += 1
-            return *[gr.skip()] * 8, live
+            return live, gr.skip()
         try:
             thumbnail = _thumbnail(frame)
         except ImageError:
-            return *[gr.skip()] * 8, live
+            self._live_turn_taken(live.viewer)  # an undecodable frame must not hold the turn
+            return live, gr.skip()
         if live.thumbnail is not None and np.abs(thumbnail - live.thumbnail).mean() < LIVE_MIN_CHANGE:
             live.skipped += 1
-            return *[gr.skip()] * 8, live
+            self._live_turn_taken(live.viewer)  # its results are up to date: the next viewer's turn
+            return live, gr.skip()
         started = time.perf_counter()
         try:
-            vector = self._live_vector(frame)
+            vector = self._live_vector(frame, live.viewer)
         except ImageError:
-            return *[gr.skip()] * 8, live
+            return live, gr.skip()
         if vector is None:
             live.deferred += 1
-            return *[gr.skip()] * 8, live
+            return live, gr.skip()
         live.thumbnail, live.searched = thumbnail, live.searched + 1
-        outputs = self._page(vector, k, gender, article_type, colour, started=started)
+        return live, LiveMatch(vector, started)
+
+    @_one_index
+    def live_results(self, match: LiveMatch | None, k, gender, article_type, colour, live: LiveState | None):
+        """The results of a live frame that live_frame embedded: PAGE_OUTPUTS."""
+        if match is None:
+            return [gr.skip()] * 8
+        live = live or LiveState()
+        outputs = self._page(match.vector, k, gender, article_type, colour, started=match.started)
         outputs[2] = (f"Live: {outputs[2]} (frame {live.searched}; not searched: {live.skipped} unchanged, "
                       f"{live.deferred} while the model was busy)")
-        return *outputs, live
+        return outputs
 
     def _live_model_free(self) -> bool:
         """Whether a live frame's forward may start now: no photo searched or about to be (unless live viewers have
@@ -274,7 +302,24 @@ class Page:
         photo_coming = now < self.photos.last_arrival + PHOTO_LEAD and now < self._live_ended + LIVE_MAX_WAIT
         return not (self._photos_embedding or photo_coming or now < self._live_resumes or self._live_model.locked())
 
-    def _live_vector(self, frame) -> np.ndarray | None:
+    def _live_turn(self, viewer: str) -> bool:
+        """Whether, of the viewers still streaming, `viewer` had its last turn longest ago (or, never had one, has
+        waited longest): the model, once free, goes to it, whoever's frame happens to come first. Otherwise the forward
+        that LIVE_MAX_WAIT lets through goes to a random viewer, and one of four can get none for many seconds."""
+        now = time.monotonic()
+        with self._live_viewers_lock:
+            self._live_viewers.setdefault(viewer, [now, now])[0] = now
+            for other, (last_frame, _) in list(self._live_viewers.items()):
+                if now - last_frame > LIVE_QUIET:
+                    del self._live_viewers[other]
+            return min(self._live_viewers, key=lambda other: self._live_viewers[other][1]) == viewer
+
+    def _live_turn_taken(self, viewer: str) -> None:
+        with self._live_viewers_lock:
+            if viewer in self._live_viewers:
+                self._live_viewers[viewer][1] = time.monotonic()
+
+    def _live_vector(self, frame, viewer: str) -> np.ndarray | None:
         """The frame's vector, or None when the model is not free for a live frame (LIVE_MODEL_SHARE)."""
         if not self._live_model_free() or not self._live_model.acquire(False):
             return None
@@ -288,6 +333,7 @@ class Page:
                 ended = time.monotonic()
                 self._live_resumes = ended + (ended - began) * (1 - LIVE_MODEL_SHARE) / LIVE_MODEL_SHARE
                 self._live_ended = ended
+                self._live_turn_taken(viewer)  # at the end: a viewer that came during this forward is next
         finally:
             self._live_model.release()
 

@@ -8,13 +8,14 @@ import threading
 import time
 
 import numpy as np
+import gradio as gr
 import pytest
 from gradio.data_classes import Base64ImageData
 from PIL import Image
 
 import recommender.page as page_module
 from recommender.images import to_rgb
-from recommender.page import LiveState, Page, live_camera
+from recommender.page import LiveMatch, LiveState, Page, live_camera
 from recommender.photos import QueryPhotos
 
 FORWARD_SECONDS = 0.4  # the fake model's forward: long enough that "at once" is well inside it and its pause
@@ -52,16 +53,17 @@ def frame(seed: int) -> np.ndarray:
 
 
 def searched(outputs) -> bool:
-    return isinstance(outputs[2], str) and outputs[2].startswith("Live:")
+    """Whether live_frame embedded the frame: it then writes a LiveMatch, whose change shows the results."""
+    return isinstance(outputs[1], LiveMatch)
 
 
 def test_a_live_forward_is_followed_by_a_pause_as_long(page):
     viewer = LiveState()
-    assert searched(page.live_frame(frame(1), 3, "All", "All", "All", viewer))
-    assert not searched(page.live_frame(frame(2), 3, "All", "All", "All", viewer))  # at once: in the pause
+    assert searched(page.live_frame(frame(1), viewer))
+    assert not searched(page.live_frame(frame(2), viewer))  # at once: in the pause
     assert viewer.deferred == 1 and viewer.searched == 1
     time.sleep(FORWARD_SECONDS * 1.2)
-    assert searched(page.live_frame(frame(3), 3, "All", "All", "All", viewer))
+    assert searched(page.live_frame(frame(3), viewer))
     assert page.model.calls == 2
 
 
@@ -71,7 +73,7 @@ def test_frames_of_several_viewers_never_run_at_once_and_do_not_queue(page):
 
     def send(number):
         started = time.monotonic()
-        answers[number] = (searched(page.live_frame(frame(10 + number), 3, "All", "All", "All", viewers[number])),
+        answers[number] = (searched(page.live_frame(frame(10 + number), viewers[number])),
                            time.monotonic() - started)
 
     threads = [threading.Thread(target=send, args=(number,)) for number in range(4)]
@@ -86,9 +88,9 @@ def test_frames_of_several_viewers_never_run_at_once_and_do_not_queue(page):
 def test_no_live_forward_starts_while_a_photo_is_searched(page):
     viewer = LiveState()
     with page._photo_turn():
-        assert not searched(page.live_frame(frame(20), 3, "All", "All", "All", viewer))
+        assert not searched(page.live_frame(frame(20), viewer))
     assert viewer.deferred == 1 and page.model.calls == 0
-    assert searched(page.live_frame(frame(21), 3, "All", "All", "All", viewer))
+    assert searched(page.live_frame(frame(21), viewer))
 
 
 def test_a_photo_upload_goes_first_but_live_viewers_are_not_starved(page, monkeypatch):
@@ -97,15 +99,79 @@ def test_a_photo_upload_goes_first_but_live_viewers_are_not_starved(page, monkey
     monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", FORWARD_SECONDS * 4)
     viewer = LiveState()
     page.photos.arriving()  # before any live forward: the last one "ended" long ago, so live may go
-    assert searched(page.live_frame(frame(30), 3, "All", "All", "All", viewer))
+    assert searched(page.live_frame(frame(30), viewer))
     time.sleep(FORWARD_SECONDS * 1.2)  # past the forward's pause
     page.photos.arriving()
-    assert not searched(page.live_frame(frame(31), 3, "All", "All", "All", viewer))  # the photo goes first
+    assert not searched(page.live_frame(frame(31), viewer))  # the photo goes first
     time.sleep(FORWARD_SECONDS * 3)  # LIVE_MAX_WAIT since the last live forward ended, within PHOTO_LEAD
     page.photos.arriving()
-    assert searched(page.live_frame(frame(32), 3, "All", "All", "All", viewer))  # live is not starved
+    assert searched(page.live_frame(frame(32), viewer))  # live is not starved
     assert viewer.deferred == 1 and page.model.calls == 2
 
+
+def test_the_free_model_goes_to_the_viewer_who_waited_longest(page):
+    """Turns go in order of each viewer's last turn (or arrival), whoever's frame happens to come first: otherwise the
+    forward that LIVE_MAX_WAIT lets through between photos goes to a random viewer, and one can get none."""
+    first, second, third = LiveState(), LiveState(), LiveState()
+    with page._photo_turn():  # the first and second start streaming while a photo is searched
+        for viewer in (first, second):
+            assert not searched(page.live_frame(frame(60), viewer))
+    time.sleep(0.01)
+    assert not searched(page.live_frame(frame(61), third))  # the first's turn
+    assert not searched(page.live_frame(frame(62), second))  # still the first's
+    assert searched(page.live_frame(frame(63), first))
+    order = []
+    for _ in range(3):  # after each forward's pause, every viewer sends a frame, the last served first
+        time.sleep(FORWARD_SECONDS * 1.2)
+        for viewer in sorted((first, second, third), key=lambda viewer: -viewer.searched):
+            if searched(page.live_frame(frame(64 + len(order)), viewer)):
+                order.append(viewer)
+    assert order == [second, third, first]
+
+
+def test_a_viewer_gone_quiet_holds_no_turn(page, monkeypatch):
+    monkeypatch.setattr(page_module, "LIVE_QUIET", FORWARD_SECONDS / 2)
+    gone, staying = LiveState(), LiveState()
+    with page._photo_turn():
+        assert not searched(page.live_frame(frame(70), gone))  # its camera then stops
+    assert not searched(page.live_frame(frame(71), staying))  # the gone viewer's turn
+    time.sleep(FORWARD_SECONDS)
+    assert searched(page.live_frame(frame(72), staying))
+
+
+def test_an_unchanged_picture_passes_the_turn_on(page):
+    still, moving = LiveState(), LiveState()
+    assert searched(page.live_frame(frame(80), still))
+    assert not searched(page.live_frame(frame(81), moving))  # in the pause
+    time.sleep(FORWARD_SECONDS * 1.2)
+    assert not searched(page.live_frame(frame(82), moving))  # the still viewer's turn
+    assert not searched(page.live_frame(frame(80), still)) and still.skipped == 1
+    assert searched(page.live_frame(frame(83), moving))
+
+
+
+def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(recommender):
+    """Most live frames are dropped; for each, Gradio rebuilds the config of every non-State output that the stream
+    writes, even with gr.skip() (about 10 ms of the server's event loop, per frame). So the stream writes States
+    only, and a LiveMatch's change event writes the page."""
+    import app
+
+    demo = app.build_demo(recommender)
+    stream = next(fn for fn in demo.fns.values() if fn.name == "live_frame")
+    assert stream.outputs and all(isinstance(output, gr.State) for output in stream.outputs)
+    match = next(output for output in stream.outputs if any(
+        (output._id, "change") in fn.targets and fn.name == "live_results" for fn in demo.fns.values()))
+    shows = next(fn for fn in demo.fns.values() if (match._id, "change") in fn.targets)
+    assert len(shows.outputs) == 8 and not all(isinstance(output, gr.State) for output in shows.outputs)
+
+
+def test_live_results_show_the_embedded_frames_neighbours(page, recommender):
+    live = LiveState(searched=4, skipped=2, deferred=7)
+    outputs = page.live_results(LiveMatch(np.array(recommender.index.vectors[5]), time.perf_counter()),
+                                3, "All", "All", "All", live)
+    assert outputs[4][0] == next(id for id, row in recommender.row_of_id.items() if row == 5)  # itself, first
+    assert outputs[2].startswith("Live: 3 results") and "(frame 4; not searched: 2 unchanged, 7 while" in outputs[2]
+    assert outputs[6] is not None and outputs[5] is None  # the vector is kept: a changed filter searches it again
 
 
 def jpeg_frame(seed: int) -> bytes:
@@ -122,9 +188,9 @@ def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, monkeypatch):
                                                                                                               **options))
     viewer = LiveState()
     with page._photo_turn():
-        assert not searched(page.live_frame(jpeg_frame(40), 3, "All", "All", "All", viewer))
+        assert not searched(page.live_frame(jpeg_frame(40), viewer))
     assert decoded == [] and viewer.deferred == 1
-    assert searched(page.live_frame(jpeg_frame(41), 3, "All", "All", "All", viewer))
+    assert searched(page.live_frame(jpeg_frame(41), viewer))
     assert decoded == [{"draft_side": page_module.LIVE_THUMBNAIL}]
 
 
