@@ -88,7 +88,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                         photo = photo_editor(photos, label="Your photo: crop it to the garment with the crop tool",
                                              sources=["upload", "webcam", "clipboard"], transforms=["crop"],
                                              layers=False, elem_id="photo", height=380, webcam_options=CAMERA)
-                    with gr.Tab("Live", id="live-tab"):
+                    with gr.Tab("Live", id="live-tab") as live_tab:
                         live = live_camera(sources=["webcam"], streaming=True, type="numpy", webcam_options=CAMERA,
                                            label="Live camera: the results follow what it sees", elem_id="live",
                                            height=380)
@@ -140,6 +140,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         live.stream(page.live_frame, [live, live_state], [live_state, live_match],
                     stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
                     concurrency_id="live", show_progress="hidden", **private)
+        live_tab.select(page.live_opened, None, None, show_progress="hidden", **private)  # loads the live model
         live_match.change(page.live_results, [live_match, *controls, live_state], page_outputs,
                           concurrency_limit=LIVE_VIEWERS, show_progress="hidden", **private)
         gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],

@@ -20,6 +20,7 @@ import numpy as np
 
 from .explain import Explainer, View, query_picture
 from .images import ImageError, to_rgb
+from .live_model import LiveModel, LiveModelFailed
 from .photos import Photo, QueryPhotos
 from .search import ANY, Recommender, UnknownProduct
 
@@ -28,14 +29,11 @@ __all__ = ["LiveMatch", "LiveState", "Page", "Product", "in_memory_image", "live
 MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
-LIVE_MODEL_SHARE = 0.5  # of the model's time, at most, for the live frames of all viewers together: after a live
-# frame's forward, none starts for as long again. Otherwise 4 viewers keep a forward running at every moment, and
-# every photo search (one request a person waits for) shares the CPU with one. Frames that find the model busy
-# with another frame, in its pause, or embedding a photo are not searched: the viewer's next frame is fresher.
-PHOTO_LEAD = 1.0  # seconds after a photo upload starts or ends in which no live forward starts: its search, which a
-# person waits for, is about to begin (and from then on until it ends, none starts either) ...
-LIVE_MAX_WAIT = 1.0  # ... unless no live forward has run for this long: under photos without pause, live viewers
-# together still get a forward about this often, between two photos' searches, each viewer in turn
+LIVE_MODEL_SHARE = 0.5  # of the live model's time, at most, for the live frames of all viewers together: after a
+# live frame's forward, none starts for as long again, and none starts while a photo is embedded. The live model runs
+# at the lowest CPU priority (live_model.py), so a photo's search takes the cores first; this also leaves caches and
+# memory bandwidth to photos half the time. Frames that find the live model busy, in its pause, or a photo being
+# embedded are not searched: the viewer's next frame is fresher.
 LIVE_QUIET = 1.5  # seconds (5 frame intervals) without a frame after which a viewer is no longer waiting for a turn:
 # its camera stopped or its tab closed
 
@@ -93,9 +91,9 @@ class Page:
         self.photos = photos
         self._last_photo: OrderedDict[str, str] = OrderedDict()  # session -> key of its last photo (not the photo)
         self._last_photo_lock = threading.Lock()
-        self._live_model = threading.Lock()
+        self._live_model: LiveModel | None = None  # started when someone opens the Live tab
+        self._live_running = threading.Lock()  # a live frame's forward
         self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
-        self._live_ended = 0.0  # time.monotonic() when the last live frame's forward ended
         self._live_viewers: dict[str, list[float]] = {}  # viewer -> [its last frame's arrival, its last turn]
         self._live_viewers_lock = threading.Lock()
         self._photos_embedding, self._photos_lock = 0, threading.Lock()
@@ -296,16 +294,28 @@ class Page:
         return outputs
 
     def _live_model_free(self) -> bool:
-        """Whether a live frame's forward may start now: no photo searched or about to be (unless live viewers have
-        waited LIVE_MAX_WAIT), the last live forward's pause over, no other live forward running."""
-        now = time.monotonic()
-        photo_coming = now < self.photos.last_arrival + PHOTO_LEAD and now < self._live_ended + LIVE_MAX_WAIT
-        return not (self._photos_embedding or photo_coming or now < self._live_resumes or self._live_model.locked())
+        """Whether a live frame's forward may start now: no photo being embedded, the last live forward's pause over,
+        no other live forward running."""
+        return not (self._photos_embedding or time.monotonic() < self._live_resumes or self._live_running.locked())
+
+    def live_opened(self) -> None:
+        """The Live tab was opened: start loading the live model (seconds), before the camera is on."""
+        self._live_embedder().start()
+
+    def _live_embedder(self) -> LiveModel:
+        """The live model for the current index's embedder (a rebuilt index may use another)."""
+        settings = self.recommender.embedder.settings
+        with self._live_viewers_lock:
+            if self._live_model is None or self._live_model.settings != settings:
+                if self._live_model is not None:
+                    self._live_model.close()
+                self._live_model = LiveModel(settings)
+            return self._live_model
 
     def _live_turn(self, viewer: str) -> bool:
         """Whether, of the viewers still streaming, `viewer` had its last turn longest ago (or, never had one, has
         waited longest): the model, once free, goes to it, whoever's frame happens to come first. Otherwise the forward
-        that LIVE_MAX_WAIT lets through goes to a random viewer, and one of four can get none for many seconds."""
+        that happens to fit between photos goes to a random viewer, and one of four can get none for many seconds."""
         now = time.monotonic()
         with self._live_viewers_lock:
             self._live_viewers.setdefault(viewer, [now, now])[0] = now
@@ -320,22 +330,24 @@ class Page:
                 self._live_viewers[viewer][1] = time.monotonic()
 
     def _live_vector(self, frame, viewer: str) -> np.ndarray | None:
-        """The frame's vector, or None when the model is not free for a live frame (LIVE_MODEL_SHARE)."""
-        if not self._live_model_free() or not self._live_model.acquire(False):
+        """The frame's vector, or None when the live model is not free for it (LIVE_MODEL_SHARE) or still loading."""
+        if not self._live_model_free() or not self._live_running.acquire(False):
             return None
         try:
             if self._photos_embedding:
                 return None
             began = time.monotonic()
             try:
-                return self.recommender.embedder.embed_image(frame)
-            finally:
-                ended = time.monotonic()
+                vector = self._live_embedder().embed_image(frame)
+            except LiveModelFailed as error:
+                raise gr.Error(f"Live search is not available: {error}") from None
+            ended = time.monotonic()
+            if vector is not None:  # None: the model is loading
                 self._live_resumes = ended + (ended - began) * (1 - LIVE_MODEL_SHARE) / LIVE_MODEL_SHARE
-                self._live_ended = ended
                 self._live_turn_taken(viewer)  # at the end: a viewer that came during this forward is next
+            return vector
         finally:
-            self._live_model.release()
+            self._live_running.release()
 
     @_one_index
     def rerun(self, current, vector, k, gender, article_type, colour):

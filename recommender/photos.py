@@ -116,7 +116,6 @@ class InMemoryUploads:
             spool_max_size = self.max_bytes + 1  # a file part stays in memory up to the size we accept at all
 
         request = Request(scope, receive)
-        self.photos.arriving()
         if "multipart/form-data" not in request.headers.get("content-type", ""):
             return 400, b"Invalid content type."
         too_large = f"File size exceeds the maximum allowed size of {self.max_bytes // 2**20} MB.".encode()
@@ -145,7 +144,6 @@ class InMemoryUploads:
             path = str(self.upload_dir / key / name)
             self.photos.store.put(path, data)
             paths.append(path)
-        self.photos.arriving()
         return 200, json.dumps(paths).encode()
 
 
@@ -182,13 +180,8 @@ class QueryPhotos:
                  cacheable=lambda embedding: embedding):
         self.embed, self.store, self.cache = embed, store or UploadStore(), cache or VectorCache()
         self.cacheable = cacheable
-        self.last_arrival = float("-inf")  # time.monotonic() when a photo last started or finished arriving
         self._disk_copies: dict[str, set[Path]] = {}  # content key -> files Gradio wrote that will be uploaded
         self._disk_copies_lock = threading.Lock()
-
-    def arriving(self) -> None:
-        """A photo is being uploaded: a search for it is about to start (recommender.page lets it go first)."""
-        self.last_arrival = time.monotonic()
 
     def expect_upload_of(self, path: str | Path) -> None:
         """`path` is a photo Gradio wrote to disk only to upload it to this app again (its MCP server does that

@@ -8,6 +8,7 @@ app (this file run as a script: frames counted, never decoded) while photos are 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench_helpers import ask, p50_p95, percentiles  # first: it puts tests/ on the path
+from PIL import Image
 
 from app_process import RunningApp  # noqa: E402
 from fake_camera import frame_showing, write_y4m  # noqa: E402
@@ -52,19 +54,27 @@ def bench_live(bench, app, client) -> None:
             busy_ms = [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
             elapsed, busy_cpu = time.perf_counter() - started, busy_cpu.shares()
             shared = [(frames_searched(page) - count) / elapsed for page, count in zip(viewers, before)]
+            live_model_bytes = sum(resident_bytes(pid) for pid in children(app.process.pid))
             for page in viewers:
                 page.context.close()
-            floor_ms = photos_beside_a_trivial_stream(bench, browser, client, queries)
+            floor_ms, floor_cpu = photos_beside_a_trivial_stream(bench, browser, client, queries, app.process.pid)
         finally:
             browser.close()
     report.add(section, "live updates a second, one viewer alone", f"{alone:.1f}")
     report.add(section, f"live updates a second per viewer, {VIEWERS} viewers, while photos are searched",
                ", ".join(f"{rate:.1f}" for rate in shared))
     report.add(section, "photo search through gradio_client, no live viewer", p50_p95(idle_ms))
-    for name, shares in (("no live viewer", idle_cpu), (f"{VIEWERS} live viewers", busy_cpu)):
+    for name, shares in (("no live viewer", idle_cpu), (f"{VIEWERS} live viewers", busy_cpu),
+                         (f"{VIEWERS} viewers streaming to the anchor's trivial app", floor_cpu)):
         report.add(section, f"CPU used while photos are searched, {name} (cores of 2)",
                    ", ".join(f"{process} {share:.2f}" for process, share in shares.items()))
     report.add(section, f"photo search through gradio_client, {VIEWERS} live viewers", p50_p95(busy_ms))
+    report.add(section, "live model process resident memory (started by the Live tab)",
+               f"{live_model_bytes / 1e6:.0f} MB")
+    model_ms, forwards = photos_beside_the_live_model_at_full_load(bench, client, queries)
+    report.add(section, "photo search through gradio_client while a live model process embeds 640x480 frames back to "
+               f"back ({forwards:.1f} a second; no browser); p95 vs none",
+               f"{p50_p95(model_ms)}; {percentiles(model_ms)[1] / percentiles(idle_ms)[1]:.2f}x")
     report.add(section, f"anchor: photo search through gradio_client while {VIEWERS} viewers stream to a trivial "
                f"Gradio app on this machine (frames counted, never decoded or searched); p95 vs none",
                f"{p50_p95(floor_ms)}; {percentiles(floor_ms)[1] / percentiles(idle_ms)[1]:.2f}x")
@@ -75,9 +85,61 @@ def bench_live(bench, app, client) -> None:
                   min(shared) > 0, gate=True)
 
 
-def photos_beside_a_trivial_stream(bench, browser, client, queries: int) -> list[float]:
+def photos_beside_the_live_model_at_full_load(bench, client, queries: int) -> tuple[list[float], float]:
+    """Photo searches' milliseconds while a live model (recommender/live_model.py: the index's embedder in its own
+    process at the lowest priority) embeds frames without pause, and its forwards a second: what the live model costs
+    a photo search at most, apart from the browsers and the frames' handling."""
+    import threading
+
+    from recommender.live_model import LiveModel
+
+    frame = io.BytesIO()
+    Image.fromarray(frame_showing(many_products(1, seed=98)[0]["image"])).save(frame, format="JPEG")
+    model, done, forwards = LiveModel(bench.searcher.embedder.settings), threading.Event(), [0]
+    try:
+        while model.embed_image(frame.getvalue()) is None:
+            time.sleep(0.1)
+
+        def embed_without_pause():
+            while not done.is_set():
+                model.embed_image(frame.getvalue())
+                forwards[0] += 1
+
+        embedding = threading.Thread(target=embed_without_pause)
+        embedding.start()
+        started = time.perf_counter()
+        milliseconds = [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
+        done.set()
+        embedding.join()
+        return milliseconds, forwards[0] / (time.perf_counter() - started)
+    finally:
+        model.close()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def resident_bytes(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), 0)
+
+
+def photos_beside_a_trivial_stream(bench, browser, client, queries: int, app_pid: int):
     """Photo searches' milliseconds while VIEWERS pages stream their cameras to serve_trivial_stream's app: what the
-    browsers and Gradio's own handling of their frames cost a photo search on this machine, with no live search."""
+    browsers and Gradio's own handling of their frames cost a photo search on this machine, with no live search;
+    and the CPU shares meanwhile (CpuClock's, with the trivial app's)."""
     trivial = RunningApp({}, bench.work / "trivial-stream.log", [sys.executable, __file__])
     try:
         trivial.wait_until_ready()
@@ -85,7 +147,8 @@ def photos_beside_a_trivial_stream(bench, browser, client, queries: int) -> list
             start_viewer(browser, trivial.url)
         lowest_priority()
         time.sleep(3)
-        return [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
+        cpu = CpuClock(app_pid, trivial.process.pid)
+        return [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)], cpu.shares()
     finally:
         trivial.stop()
 
@@ -107,24 +170,29 @@ def serve_trivial_stream() -> None:
 
 
 class CpuClock:
-    """CPU time (user + system) of the app, the browsers and this benchmark (the photo client) since creation."""
+    """CPU time (user + system) of the app, its live model (a child process), the browsers and this benchmark (the
+    photo client) since creation."""
 
-    def __init__(self, app_pid: int):
-        self.app_pid = app_pid
+    def __init__(self, app_pid: int, trivial_pid: int | None = None):
+        self.app_pid, self.trivial_pid = app_pid, trivial_pid
         self.started, self.start = time.perf_counter(), self.read()
 
     def read(self) -> dict[str, float]:
-        used = {"app": 0.0, "browsers": 0.0, "photo client": 0.0}
+        used = {"app": 0.0, "live model": 0.0, "browsers": 0.0, "photo client": 0.0}
+        if self.trivial_pid:
+            used["trivial app"] = 0.0
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)
                 name = fields[0].split("(", 1)[1]
-                ticks = sum(int(value) for value in fields[1].split()[11:13])  # utime, stime
+                stat_fields = fields[1].split()
+                parent, ticks = int(stat_fields[1]), sum(int(value) for value in stat_fields[11:13])  # utime, stime
             except (OSError, IndexError, ValueError):
                 continue  # gone meanwhile
             pid = int(stat.parent.name)
-            process = ("app" if pid == self.app_pid else "photo client" if pid == os.getpid()
-                       else "browsers" if "chrom" in name else None)
+            process = ("app" if pid == self.app_pid else "trivial app" if pid == self.trivial_pid
+                       else "live model" if parent == self.app_pid
+                       else "photo client" if pid == os.getpid() else "browsers" if "chrom" in name else None)
             if process:
                 used[process] += ticks / os.sysconf("SC_CLK_TCK")
         return used

@@ -1,6 +1,6 @@
-"""Live frames share the model (recommender/page.py, LIVE_MODEL_SHARE): after a live frame's forward none starts for
-as long again, none starts while a photo is searched or about to be (its upload arrived, PHOTO_LEAD) unless live
-viewers have waited LIVE_MAX_WAIT, and one viewer's frame never waits behind another's."""
+"""Live frames share the live model (recommender/page.py, LIVE_MODEL_SHARE): after a live frame's forward none starts
+for as long again, none starts while a photo is embedded, the viewers take turns, and one viewer's frame never waits
+behind another's. The live model itself (its own process, lowest priority) is tested in test_live_model.py."""
 
 import base64
 import io
@@ -43,7 +43,7 @@ class SlowModel:
 def page(recommender, monkeypatch):
     page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
     model = SlowModel(np.array(recommender.index.vectors[0]))
-    monkeypatch.setattr(page.recommender, "embedder", model)
+    monkeypatch.setattr(page, "_live_embedder", lambda: model)  # the live model's process: test_live_model.py
     page.model = model
     return page
 
@@ -93,25 +93,9 @@ def test_no_live_forward_starts_while_a_photo_is_searched(page):
     assert searched(page.live_frame(frame(21), viewer))
 
 
-def test_a_photo_upload_goes_first_but_live_viewers_are_not_starved(page, monkeypatch):
-    """From a photo's upload, live frames wait (its search is about to start), but not longer than LIVE_MAX_WAIT since
-    the last live forward: photos sent without pause would otherwise stop every live viewer."""
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", FORWARD_SECONDS * 4)
-    viewer = LiveState()
-    page.photos.arriving()  # before any live forward: the last one "ended" long ago, so live may go
-    assert searched(page.live_frame(frame(30), viewer))
-    time.sleep(FORWARD_SECONDS * 1.2)  # past the forward's pause
-    page.photos.arriving()
-    assert not searched(page.live_frame(frame(31), viewer))  # the photo goes first
-    time.sleep(FORWARD_SECONDS * 3)  # LIVE_MAX_WAIT since the last live forward ended, within PHOTO_LEAD
-    page.photos.arriving()
-    assert searched(page.live_frame(frame(32), viewer))  # live is not starved
-    assert viewer.deferred == 1 and page.model.calls == 2
-
-
 def test_the_free_model_goes_to_the_viewer_who_waited_longest(page):
     """Turns go in order of each viewer's last turn (or arrival), whoever's frame happens to come first: otherwise the
-    forward that LIVE_MAX_WAIT lets through between photos goes to a random viewer, and one can get none."""
+    forwards that fit between photos go to random viewers, and one can get none."""
     first, second, third = LiveState(), LiveState(), LiveState()
     with page._photo_turn():  # the first and second start streaming while a photo is searched
         for viewer in (first, second):
