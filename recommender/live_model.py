@@ -5,22 +5,18 @@ own process a live forward would share TensorFlow's threads with the photo's, at
 
 The app starts it when someone opens the Live tab (loading takes seconds) and talks to it over pipes: a frame's
 bytes in, a vector or an error message out, one frame at a time. No pickle crosses: the child is our own module, not
-the app re-imported, and nothing from an index is unpickled. It exits when the app does (its stdin closes).
+the app re-imported, and nothing from an index is unpickled. Before it answers anything it checks that its model is
+the app's (the embedder's identity: weights and their hash, seed, size, precision). It exits when the app does (its
+stdin closes).
 
-    python -m recommender.live_model SETTINGS_JSON   # what LiveModel starts
+    python -m recommender.live_model SETTINGS_JSON IDENTITY_JSON   # what LiveModel starts
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
-import logging
 import os
-import struct
-import subprocess
 import sys
-import threading
 
 
 def _lowest_priority() -> None:
@@ -28,11 +24,24 @@ def _lowest_priority() -> None:
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
-        os.nice(19)
+        if hasattr(os, "nice"):
+            os.nice(19)
 
 
-if __name__ == "__main__":
-    _lowest_priority()  # before numpy starts its BLAS threads, and TensorFlow its own
+if __name__ == "__main__":  # first, before numpy starts its BLAS threads and anything can print
+    _lowest_priority()
+    ANSWERS = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever the libraries print (Keras's download progress) goes to stderr, not into the answers
+
+import dataclasses  # noqa: E402
+import logging  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -42,88 +51,159 @@ from .images import ImageError  # noqa: E402
 
 __all__ = ["LiveModel", "LiveModelFailed"]
 
-READY, VECTOR, IMAGE_ERROR, FAILED = b"R", b"V", b"E", b"F"  # the child's answers: a tag, then a length-prefixed body
-LENGTH = struct.Struct("<I")
+READY, VECTOR, IMAGE_ERROR, MODEL_ERROR, FAILED = b"R", b"V", b"E", b"M", b"F"  # the child's answers: a tag, then a
+LENGTH = struct.Struct("<I")  # length-prefixed body
+MAX_ANSWER = 64 * 1024  # bytes of an answer other than a vector: a longer one means the stream is not ours
+ANSWER_SECONDS = 60.0  # a frame not answered by then (the child hung, or starved for that long): the child is killed
+LOG = logging.getLogger(__name__)
 
 
 class LiveModelFailed(RuntimeError):
-    """The live model's process could not load the model (the message says why)."""
+    """The live model cannot be loaded (the message says why; it is for the server's log, not for visitors)."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Child:
+    """One live model process and what is known of it."""
+    process: subprocess.Popen
+    ready: threading.Event = dataclasses.field(default_factory=threading.Event)
+    failure: str | None = None  # why it could not load its model: final, no new process is started
 
 
 class LiveModel:
     """Embeds live frames in the child process: `embed_image` as Embedder's, or None while the model loads."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._process: subprocess.Popen | None = None
-        self._ready = threading.Event()
-        self._failure: str | None = None
-        self._lock = threading.Lock()  # one frame at a time on the pipes
-
-    def start(self) -> None:
-        """Start the process, once, and load the model in it; returns at once."""
-        with self._lock:
-            if self._process is not None and self._process.poll() is None:
-                return
-            self._ready.clear()
-            self._failure = None
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "recommender.live_model", json.dumps(dataclasses.asdict(self.settings))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(__file__)))
-            threading.Thread(target=self._await_ready, args=(self._process,), daemon=True).start()
-
-    def _await_ready(self, process: subprocess.Popen) -> None:
-        tag, body = _read(process.stdout)
-        if tag == READY:
-            self._ready.set()
-        else:
-            self._failure = body.decode() if tag == FAILED else "the live model's process ended while loading"
+    def __init__(self, settings: Settings, identity: dict):
+        # a relative weights path must name the app's file whatever the child's working directory
+        weights = settings.weights if settings.weights in ("imagenet", "random") else str(Path(settings.weights)
+                                                                                             .resolve())
+        self.settings, self.identity = dataclasses.replace(settings, weights=weights), identity
+        self._child: _Child | None = None
+        self._lock = threading.Lock()  # one frame at a time on the pipes, and one child at a time
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        child = self._child
+        return child.process.pid if child else None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a process is running with its model loaded."""
+        child = self._child
+        return bool(child and child.ready.is_set() and child.process.poll() is None)
+
+    def start(self) -> None:
+        """Start a process and load the model in it, unless one is running or has failed; returns at once."""
+        with self._lock:
+            self._running_child()
+
+    def _running_child(self) -> _Child:
+        """The child, started if there is none or it ended (with self._lock held)."""
+        child = self._child
+        if child is not None and (child.failure or child.process.poll() is None):
+            return child
+        repo = str(Path(__file__).resolve().parents[1])
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]),
+                           CUDA_VISIBLE_DEVICES="")  # never a GPU: the app's model may be on it
+        process = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                                   env=environment)
+        self._child = child = _Child(process)
+        threading.Thread(target=self._await_ready, args=(child,), daemon=True).start()
+        return child
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "recommender.live_model", json.dumps(dataclasses.asdict(self.settings)),
+                json.dumps(self.identity)]
+
+    def _await_ready(self, child: _Child) -> None:
+        try:
+            tag, body = _read_answer(child.process.stdout, deadline=None)
+        except _ProtocolError as error:
+            tag, body = b"", str(error).encode()
+        if tag == READY:
+            child.ready.set()
+            return
+        if tag == FAILED:
+            child.failure = body.decode(errors="replace")
+            LOG.error("Live search is off: %s", child.failure)
+        else:  # killed while loading (memory?), or an answer that is not ours: the next frame starts a new one
+            LOG.warning("The live model's process ended while loading (%s).", body.decode(errors="replace") or
+                        f"exit code {child.process.poll()}")
+        child.process.kill()
 
     def embed_image(self, frame: bytes | np.ndarray) -> np.ndarray | None:
-        """(2048,) float32 for an encoded image (or an RGB array), or None while the model is loading (the process
-        is started if it is not running: at the first call, or after it ended). Raises images.ImageError for a frame
-        that is not an image, and LiveModelFailed if the model cannot be loaded."""
-        if self._failure:
-            raise LiveModelFailed(self._failure)
-        if self._process is None or self._process.poll() is not None:
-            self.start()
-        if not self._ready.is_set():
-            return None
+        """(2048,) float32 for an encoded image (or an RGB array), or None while the model is loading (a process is
+        started if none is running: at the first call, or after one ended or hung). Raises images.ImageError for a
+        frame that is not an image, and LiveModelFailed if the model cannot be loaded."""
         data = frame if isinstance(frame, bytes) else _png(frame)
         with self._lock:
-            process = self._process
+            child = self._running_child()
+            if child.failure:
+                raise LiveModelFailed(child.failure)
+            if not child.ready.is_set():
+                return None
             try:
-                process.stdin.write(LENGTH.pack(len(data)) + data)
-                process.stdin.flush()
-                tag, body = _read(process.stdout)
-            except OSError:
-                tag, body = b"", b""
+                child.process.stdin.write(LENGTH.pack(len(data)) + data)
+                tag, body = _read_answer(child.process.stdout, deadline=time.monotonic() + ANSWER_SECONDS)
+            except (OSError, _ProtocolError) as error:
+                LOG.warning("The live model's process ended or broke its answers (%s); a new one starts with the "
+                            "next frame.", error)
+                child.process.kill()
+                return None
         if tag == VECTOR:
             return np.frombuffer(body, np.float32).copy()
         if tag == IMAGE_ERROR:
             raise ImageError(**json.loads(body))
-        logging.getLogger(__name__).warning("The live model's process ended; a new one starts with the next frame.")
-        self._ready.clear()
-        process.kill()
+        LOG.warning("The live model could not embed a frame: %s", body.decode(errors="replace"))  # MODEL_ERROR
         return None
 
     def close(self) -> None:
         with self._lock:
-            if self._process is not None and self._process.poll() is None:
-                self._process.stdin.close()  # the child's read ends: it exits
-                try:
-                    self._process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-            self._process = None
-            self._ready.clear()
+            child, self._child = self._child, None
+        if child is None:
+            return
+        child.process.stdin.close()  # the child's read ends: it exits
+        try:
+            child.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        child.process.stdout.close()
+
+
+class _ProtocolError(Exception):
+    pass
+
+
+def _read_answer(stream, deadline: float | None) -> tuple[bytes, bytes]:
+    """One answer of the child, checked: (tag, body). Raises _ProtocolError at the end of the stream, after the
+    deadline, or for anything that is not an answer."""
+    header = _read_exactly(stream, 1 + LENGTH.size, deadline)
+    tag, (length,) = header[:1], LENGTH.unpack(header[1:])
+    if tag not in (READY, VECTOR, IMAGE_ERROR, MODEL_ERROR, FAILED):
+        raise _ProtocolError(f"unknown answer {header!r}")
+    if (tag == VECTOR and length != DIMS * 4) or (tag != VECTOR and length > MAX_ANSWER):
+        raise _ProtocolError(f"answer {tag!r} of {length} bytes")
+    return tag, _read_exactly(stream, length, deadline)
+
+
+def _read_exactly(stream, count: int, deadline: float | None) -> bytes:
+    data = b""
+    while len(data) < count:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+                raise _ProtocolError("no answer in time")
+        chunk = stream.read(count - len(data))
+        if not chunk:
+            raise _ProtocolError("the process ended")
+        data += chunk
+    return data
 
 
 def _png(frame: np.ndarray) -> bytes:
+    import io
+
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -131,28 +211,23 @@ def _png(frame: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _read(stream) -> tuple[bytes, bytes]:
-    """One message: (tag, body), or (b"", b"") at the end of the stream."""
-    header = stream.read(1 + LENGTH.size)
-    if len(header) < 1 + LENGTH.size:
-        return b"", b""
-    (length,) = LENGTH.unpack(header[1:])
-    return header[:1], stream.read(length)
-
-
 def _write(stream, tag: bytes, body: bytes) -> None:
     stream.write(tag + LENGTH.pack(len(body)) + body)
     stream.flush()
 
 
-def serve(settings: Settings, requests, answers) -> None:
+def serve(settings: Settings, identity: dict, requests, answers) -> None:
     """The child's loop: a frame's length and bytes in, its vector (or the error) out, until the input ends."""
     from .embedder import Embedder
 
     try:
         embedder = Embedder(settings)
+        differences = sorted(key for key, value in identity.items() if embedder.identity.get(key) != value)
+        if differences:
+            raise LiveModelFailed(f"its model differs from the app's in {', '.join(differences)} (was the weights "
+                                  f"file replaced since the app started?)")
     except Exception as error:  # WeightsUnavailable with what to do, or anything else that stops the model
-        return _write(answers, FAILED, f"the live model could not be loaded: {error}".encode())
+        return _write(answers, FAILED, f"the live model could not be loaded: {error}"[:MAX_ANSWER].encode())
     _write(answers, READY, b"")
     while True:
         header = requests.read(LENGTH.size)
@@ -163,12 +238,21 @@ def serve(settings: Settings, requests, answers) -> None:
             vector = embedder.embed_image(frame)
         except ImageError as error:
             _write(answers, IMAGE_ERROR, json.dumps({"message": str(error), "reason": error.reason}).encode())
-            continue
-        _write(answers, VECTOR, np.asarray(vector, np.float32).reshape(DIMS).tobytes())
+        except Exception as error:  # the next frame may do: a reload costs seconds of CPU and the memory again
+            _write(answers, MODEL_ERROR, f"{type(error).__name__}: {error}"[:MAX_ANSWER].encode())
+        else:
+            _write(answers, VECTOR, np.asarray(vector, np.float32).reshape(DIMS).tobytes())
 
 
 if __name__ == "__main__":
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # whatever the libraries print (Keras's download progress) goes to stderr, not into the answers
-    sys.stdout = sys.stderr
-    serve(Settings(**json.loads(sys.argv[1])), sys.stdin.buffer, answers)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the app, which closes our stdin: no traceback here
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not leave a core file holding frames
+    except (ImportError, ValueError, OSError):
+        pass
+    try:
+        serve(Settings(**json.loads(sys.argv[1])), json.loads(sys.argv[2]), sys.stdin.buffer, ANSWERS)
+    except BrokenPipeError:
+        pass  # the app ended while we answered

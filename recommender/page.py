@@ -30,10 +30,11 @@ MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip th
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
 LIVE_MODEL_SHARE = 0.5  # of the live model's time, at most, for the live frames of all viewers together: after a
-# live frame's forward, none starts for as long again, and none starts while a photo is embedded. The live model runs
-# at the lowest CPU priority (live_model.py), so a photo's search takes the cores first; this also leaves caches and
-# memory bandwidth to photos half the time. Frames that find the live model busy, in its pause, or a photo being
-# embedded are not searched: the viewer's next frame is fresher.
+# live frame's forward, none starts for as long again. The live model runs at the lowest CPU priority (live_model.py),
+# so photos get the cores first without this; it bounds what live viewers take of the CPU, however many they are,
+# for whatever else runs on the machine. No live forward starts while a photo is embedded either: at the lowest
+# priority it would still share the caches and memory bandwidth with the photo's. Frames that find the live model
+# busy, in its pause, or a photo being embedded are not searched: the viewer's next frame is fresher.
 LIVE_QUIET = 1.5  # seconds (5 frame intervals) without a frame after which a viewer is no longer waiting for a turn:
 # its camera stopped or its tab closed
 
@@ -51,7 +52,7 @@ class LiveState:
     thumbnail: np.ndarray | None = None
     searched: int = 0
     skipped: int = 0  # unchanged since the last searched frame
-    deferred: int = 0  # the model was busy (another viewer's frame, its pause, a photo) or it was another's turn
+    deferred: int = 0  # the model was busy (another viewer's frame, its pause, a photo, loading) or another's turn
 
 
 @dataclass(eq=False)  # compared by identity: Gradio sees a new LiveMatch as a changed State, and fires its change
@@ -92,6 +93,7 @@ class Page:
         self._last_photo: OrderedDict[str, str] = OrderedDict()  # session -> key of its last photo (not the photo)
         self._last_photo_lock = threading.Lock()
         self._live_model: LiveModel | None = None  # started when someone opens the Live tab
+        self._live_model_lock = threading.Lock()
         self._live_running = threading.Lock()  # a live frame's forward
         self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
         self._live_viewers: dict[str, list[float]] = {}  # viewer -> [its last frame's arrival, its last turn]
@@ -303,13 +305,12 @@ class Page:
         self._live_embedder().start()
 
     def _live_embedder(self) -> LiveModel:
-        """The live model for the current index's embedder (a rebuilt index may use another)."""
-        settings = self.recommender.embedder.settings
-        with self._live_viewers_lock:
-            if self._live_model is None or self._live_model.settings != settings:
-                if self._live_model is not None:
-                    self._live_model.close()
-                self._live_model = LiveModel(settings)
+        """The live model, made at the first call. The same for every index: a refresh keeps the embedder (an index
+        built by another one is refused, recommender/refresh.py)."""
+        with self._live_model_lock:
+            if self._live_model is None:
+                embedder = self.recommender.embedder
+                self._live_model = LiveModel(embedder.settings, embedder.identity)
             return self._live_model
 
     def _live_turn(self, viewer: str) -> bool:
@@ -339,8 +340,8 @@ class Page:
             began = time.monotonic()
             try:
                 vector = self._live_embedder().embed_image(frame)
-            except LiveModelFailed as error:
-                raise gr.Error(f"Live search is not available: {error}") from None
+            except LiveModelFailed:  # why is in the server's log (live_model.py), not for visitors
+                raise gr.Error("Live search is not available on this server; photo search still works.") from None
             ended = time.monotonic()
             if vector is not None:  # None: the model is loading
                 self._live_resumes = ended + (ended - began) * (1 - LIVE_MODEL_SHARE) / LIVE_MODEL_SHARE

@@ -95,15 +95,20 @@ def photos_beside_the_live_model_at_full_load(bench, client, queries: int) -> tu
 
     frame = io.BytesIO()
     Image.fromarray(frame_showing(many_products(1, seed=98)[0]["image"])).save(frame, format="JPEG")
-    model, done, forwards = LiveModel(bench.searcher.embedder.settings), threading.Event(), [0]
+    embedder = bench.searcher.embedder
+    model, done, forwards = LiveModel(embedder.settings, embedder.identity), threading.Event(), [0]
     try:
-        while model.embed_image(frame.getvalue()) is None:
+        model.start()
+        deadline = time.monotonic() + 120
+        while not model.loaded:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the live model did not load in 2 minutes")
             time.sleep(0.1)
 
         def embed_without_pause():
             while not done.is_set():
-                model.embed_image(frame.getvalue())
-                forwards[0] += 1
+                if model.embed_image(frame.getvalue()) is not None:
+                    forwards[0] += 1
 
         embedding = threading.Thread(target=embed_without_pause)
         embedding.start()

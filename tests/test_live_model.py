@@ -2,7 +2,10 @@
 priority, whose vectors are the app's."""
 
 import io
+import logging
 import os
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -12,8 +15,10 @@ import pytest
 from PIL import Image
 
 from recommender.images import ImageError
+import recommender.live_model as live_model_module
 from recommender.live_model import LiveModel, LiveModelFailed
 from recommender.page import LiveState, Page
+from recommender.config import Settings
 from recommender.photos import QueryPhotos
 
 LOADING_SECONDS = 120  # a loaded 2-core machine takes a few seconds to start TensorFlow and build ResNet50
@@ -35,11 +40,34 @@ def loaded(model: LiveModel, frame: bytes) -> np.ndarray:
     return vector
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def live_model(recommender):
-    model = LiveModel(recommender.embedder.settings)
+    model = LiveModel(recommender.embedder.settings, recommender.embedder.identity)  # one process: each loads TF
     yield model
     model.close()
+
+
+class ChildThatAnswers(LiveModel):
+    """A live model whose child is a few lines of Python: ready at once, then answers every frame with `answer`
+    (bytes), or never."""
+
+    def __init__(self, answer: bytes | None):
+        super().__init__(Settings(weights="random"), {})
+        self.answer = answer
+
+    def _command(self):
+        code = f"""
+            import os, struct, sys, time
+            out = sys.stdout.buffer
+            out.write(b"R" + struct.pack("<I", 0)); out.flush()
+            while True:
+                size = struct.unpack("<I", sys.stdin.buffer.read(4))[0]
+                sys.stdin.buffer.read(size)
+                if {self.answer!r} is None:
+                    time.sleep(3600)
+                out.write({self.answer!r}); out.flush()
+        """
+        return [sys.executable, "-c", textwrap.dedent(code)]
 
 
 def test_its_vectors_are_the_apps_and_every_thread_of_it_runs_at_the_lowest_priority(live_model, recommender):
@@ -71,24 +99,61 @@ def test_a_process_that_died_is_replaced(live_model):
     np.testing.assert_allclose(loaded(live_model, jpeg(5)), first, atol=1e-6)
 
 
-def test_close_ends_the_process(live_model):
-    loaded(live_model, jpeg(6))
-    pid = live_model.pid
-    live_model.close()
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+def test_close_ends_the_process(recommender):
+    model = LiveModel(recommender.embedder.settings, recommender.embedder.identity)
+    loaded(model, jpeg(6))
+    pid = model.pid
+    model.close()
+    assert not Path(f"/proc/{pid}").exists()
 
 
-def test_weights_that_cannot_be_loaded_stop_live_search_with_the_reason(recommender, tmp_path):
+@pytest.mark.parametrize("answer", [b"hello, not an answer\n", b"V" + (10**9).to_bytes(4, "little"),
+                                    b"V" + (8192).to_bytes(4, "little") + b"short", None])
+def test_an_answer_that_is_not_ours_or_none_costs_the_child_not_the_app(answer, monkeypatch):
+    """Garbage, a length no answer has, a truncated vector, or no answer at all: the frame is dropped within
+    ANSWER_SECONDS, the child killed, and the next frame starts a new one (never a read that blocks for good)."""
+    monkeypatch.setattr(live_model_module, "ANSWER_SECONDS", 2.0)
+    model = ChildThatAnswers(answer)
+    try:
+        model.start()
+        deadline = time.monotonic() + LOADING_SECONDS
+        while not model.loaded:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pid, started = model.pid, time.monotonic()
+        assert model.embed_image(jpeg(9)) is None
+        assert time.monotonic() - started < 10
+        time.sleep(0.2)
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+        assert model.embed_image(jpeg(9)) is None and model.pid != pid  # a new child, loading
+    finally:
+        model.close()
+
+
+def test_weights_that_cannot_be_loaded_stop_live_search_with_the_reason_in_the_log(recommender, tmp_path, caplog):
     from dataclasses import replace
 
     missing = tmp_path / "weights.h5"
-    model = LiveModel(replace(recommender.embedder.settings, weights=str(missing)))
+    model = LiveModel(replace(recommender.embedder.settings, weights=str(missing)), recommender.embedder.identity)
     page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
     page._live_embedder = lambda: model
     try:
-        with pytest.raises(LiveModelFailed, match="No weights file"):
-            loaded(model, jpeg(7))
-        with pytest.raises(gr.Error, match="Live search is not available: .*No weights file"):
+        with caplog.at_level(logging.ERROR, logger="recommender.live_model"):
+            with pytest.raises(LiveModelFailed, match="No weights file"):
+                loaded(model, jpeg(7))
+        assert "No weights file" in caplog.text  # the reason is for the server's log ...
+        with pytest.raises(gr.Error, match="Live search is not available on this server") as shown:
             page.live_frame(jpeg(8), LiveState())
+        assert "weights" not in str(shown.value)  # ... not for visitors
+    finally:
+        model.close()
+
+
+def test_a_model_other_than_the_apps_is_refused(recommender):
+    identity = dict(recommender.embedder.identity, seed=recommender.embedder.identity["seed"] + 1)
+    model = LiveModel(recommender.embedder.settings, identity)
+    try:
+        with pytest.raises(LiveModelFailed, match="differs from the app's in seed"):
+            loaded(model, jpeg(10))
     finally:
         model.close()
