@@ -19,7 +19,7 @@ from pathlib import Path
 from bench_helpers import ask, p50_p95, percentiles  # first: it puts tests/ on the path
 from PIL import Image
 
-from app_process import RunningApp  # noqa: E402
+from app_process import RunningApp, resident_bytes  # noqa: E402
 from fake_camera import frame_showing, write_y4m  # noqa: E402
 from synthetic_catalog import many_products  # noqa: E402
 
@@ -122,23 +122,8 @@ def photos_beside_the_live_model_at_full_load(bench, client, queries: int) -> tu
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-def resident_bytes(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:")), 0)
+    """The processes whose parent is `pid` (the app's: its live model)."""
+    return [child for child, (_, parent, _) in processes().items() if parent == pid]
 
 
 def photos_beside_a_trivial_stream(bench, browser, client, queries: int, app_pid: int):
@@ -186,20 +171,12 @@ class CpuClock:
         used = {"app": 0.0, "live model": 0.0, "browsers": 0.0, "photo client": 0.0}
         if self.trivial_pid:
             used["trivial app"] = 0.0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)
-                name = fields[0].split("(", 1)[1]
-                stat_fields = fields[1].split()
-                parent, ticks = int(stat_fields[1]), sum(int(value) for value in stat_fields[11:13])  # utime, stime
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-            pid = int(stat.parent.name)
+        for pid, (name, parent, seconds) in processes().items():
             process = ("app" if pid == self.app_pid else "trivial app" if pid == self.trivial_pid
                        else "live model" if parent == self.app_pid
                        else "photo client" if pid == os.getpid() else "browsers" if "chrom" in name else None)
             if process:
-                used[process] += ticks / os.sysconf("SC_CLK_TCK")
+                used[process] += seconds
         return used
 
     def shares(self) -> dict[str, float]:
@@ -207,6 +184,20 @@ class CpuClock:
         is not counted."""
         elapsed, now = time.perf_counter() - self.started, self.read()
         return {process: (now[process] - self.start[process]) / elapsed for process in now}
+
+
+def processes() -> dict[int, tuple[str, int, float]]:
+    """Every process: pid -> (name, parent pid, CPU seconds used, user + system), from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().rsplit(")", 1)
+            fields = fields.split()
+            found[int(stat.parent.name)] = (name.split("(", 1)[1], int(fields[1]),
+                                            sum(int(value) for value in fields[11:13]) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
 
 
 def lowest_priority() -> None:

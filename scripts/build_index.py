@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
     parser.add_argument("--precision", choices=["float32", "bf16"], default=defaults.precision,
                         help="bf16: faster embedding on some CPUs with AVX512-BF16 or AMX, slower on others "
-                             "(1.8x on an AMD EPYC, 0.6x on an Intel Xeon, both with AVX512-BF16: "
+                             "(3.7x on an Intel Xeon with AMX, 1.8x on an AMD EPYC, 0.6x on an Intel Xeon with "
+                             "AVX512-BF16 but no AMX: "
                              "scripts/bench.py measures yours); the app then computes queries in bf16 too")
     parser.add_argument("--trees", type=int, default=defaults.trees, help="Annoy trees")
     parser.add_argument("--coarse-dims", type=int, default=defaults.coarse_dims,
