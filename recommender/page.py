@@ -33,10 +33,11 @@ LIVE_MODEL_SHARE = 0.5  # of the live model's time, at most, for the live frames
 # live frame's forward, none starts for as long again. The live model runs at the lowest CPU priority (live_model.py),
 # so photos get the cores first without this; it bounds what live viewers take of the CPU, however many they are,
 # for whatever else runs on the machine. No live forward starts while a photo is embedded either: at the lowest
-# priority it would still share the caches and memory bandwidth with the photo's. Frames that find the live model
-# busy, in its pause, or a photo being embedded are not searched: the viewer's next frame is fresher.
-LIVE_QUIET = 1.5  # seconds (5 frame intervals) without a frame after which a viewer is no longer waiting for a turn:
-# its camera stopped or its tab closed
+# priority it would still share the caches and memory bandwidth with the photo's.
+LIVE_MAX_WAIT = 1.0  # seconds a live frame waits for the live model and its viewer's turn, then is dropped (stale).
+# The page's camera sends its next frame only once this one is answered: a frame that waits, rather than one dropped
+# at once, spares the viewer's browser and this server the frames that would meet a busy model, and tells who is
+# waiting for a turn (Page._live_model_reserved)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class Product:
 @dataclass
 class LiveState:
     """One live viewer's memory: the last searched frame, small, and how many frames were searched and skipped."""
-    viewer: str = ""  # a name for the turn order (Page._live_turn), given at its first frame
+    viewer: str = ""  # a name for the turn order (Page._live_model_reserved), given at its first frame
+    last_turn: float = 0.0  # time.monotonic() when it last had the live model; 0: never, it goes first
     thumbnail: np.ndarray | None = None
     searched: int = 0
     skipped: int = 0  # unchanged since the last searched frame
@@ -96,8 +98,8 @@ class Page:
         self._live_model_lock = threading.Lock()
         self._live_running = threading.Lock()  # a live frame's forward
         self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
-        self._live_viewers: dict[str, list[float]] = {}  # viewer -> [its last frame's arrival, its last turn]
-        self._live_viewers_lock = threading.Lock()
+        self._live_waiting: dict[str, float] = {}  # viewer -> its last turn, for the viewers whose frame waits now
+        self._live_changed = threading.Condition()  # notified when the live model or the turn may have come free
         self._photos_embedding, self._photos_lock = 0, threading.Lock()
 
     @property
@@ -259,26 +261,25 @@ class Page:
         if frame is None:
             return live, gr.skip()
         live.viewer = live.viewer or uuid.uuid4().hex
-        # its turn asked first, always: that records the frame, and a viewer whose frames all meet a busy model
-        # still counts as waiting. Dropped before any decoding: the common case with several viewers.
-        if not (self._live_turn(live.viewer) and self._live_model_free()):
+        if not self._live_model_reserved(live):  # waits before any decoding: a frame dropped is never decoded
             live.deferred += 1
             return live, gr.skip()
         try:
+            # an undecodable or unchanged frame takes its turn too (it holds the model for a small decode only)
+            live.last_turn = time.monotonic()
             thumbnail = _thumbnail(frame)
-        except ImageError:
-            self._live_turn_taken(live.viewer)  # an undecodable frame must not hold the turn
-            return live, gr.skip()
-        if live.thumbnail is not None and np.abs(thumbnail - live.thumbnail).mean() < LIVE_MIN_CHANGE:
-            live.skipped += 1
-            self._live_turn_taken(live.viewer)  # its results are up to date: the next viewer's turn
-            return live, gr.skip()
-        started = time.perf_counter()
-        try:
-            vector = self._live_vector(frame, live.viewer)
+            if live.thumbnail is not None and np.abs(thumbnail - live.thumbnail).mean() < LIVE_MIN_CHANGE:
+                live.skipped += 1  # its results are up to date
+                return live, gr.skip()
+            started = time.perf_counter()
+            vector = self._live_vector(frame)
+            live.last_turn = time.monotonic()
         except ImageError:
             return live, gr.skip()
-        if vector is None:
+        finally:
+            self._live_running.release()
+            self._live_changed_now()
+        if vector is None:  # the live model is loading
             live.deferred += 1
             return live, gr.skip()
         live.thumbnail, live.searched = thumbnail, live.searched + 1
@@ -294,6 +295,32 @@ class Page:
         outputs[2] = (f"Live: {outputs[2]} (frame {live.searched}; not searched: {live.skipped} unchanged, "
                       f"{live.deferred} while the model was busy)")
         return outputs
+
+    def _live_model_reserved(self, live: LiveState) -> bool:
+        """Wait, at most LIVE_MAX_WAIT, until the live model is free and, of the viewers whose frame waits, `live` had
+        its last turn longest ago; then reserve the model for its frame (the caller releases _live_running). Whether
+        it came. Otherwise the forwards that fit between photos go to whichever frame happens to come first, and one
+        viewer of four can get none for many seconds."""
+        deadline = time.monotonic() + LIVE_MAX_WAIT
+        with self._live_changed:
+            self._live_waiting[live.viewer] = live.last_turn
+            try:
+                while True:
+                    first = min(self._live_waiting, key=self._live_waiting.__getitem__)
+                    if first == live.viewer and self._live_model_free() and self._live_running.acquire(False):
+                        return True
+                    now = time.monotonic()
+                    if now >= deadline:
+                        return False
+                    # woken when a forward, a turn or a photo ends; the pause's end is waited for
+                    pause = self._live_resumes - now
+                    self._live_changed.wait(min(deadline - now, pause if pause > 0 else LIVE_MAX_WAIT))
+            finally:  # whoever is first next is woken when the model frees (or waits for the pause's end)
+                self._live_waiting.pop(live.viewer, None)
+
+    def _live_changed_now(self) -> None:
+        with self._live_changed:
+            self._live_changed.notify_all()
 
     def _live_model_free(self) -> bool:
         """Whether a live frame's forward may start now: no photo being embedded, the last live forward's pause over,
@@ -313,42 +340,18 @@ class Page:
                 self._live_model = LiveModel(embedder.settings, embedder.identity)
             return self._live_model
 
-    def _live_turn(self, viewer: str) -> bool:
-        """Whether, of the viewers still streaming, `viewer` had its last turn longest ago (or, never had one, has
-        waited longest): the model, once free, goes to it, whoever's frame happens to come first. Otherwise the forward
-        that happens to fit between photos goes to a random viewer, and one of four can get none for many seconds."""
-        now = time.monotonic()
-        with self._live_viewers_lock:
-            self._live_viewers.setdefault(viewer, [now, now])[0] = now
-            for other, (last_frame, _) in list(self._live_viewers.items()):
-                if now - last_frame > LIVE_QUIET:
-                    del self._live_viewers[other]
-            return min(self._live_viewers, key=lambda other: self._live_viewers[other][1]) == viewer
-
-    def _live_turn_taken(self, viewer: str) -> None:
-        with self._live_viewers_lock:
-            if viewer in self._live_viewers:
-                self._live_viewers[viewer][1] = time.monotonic()
-
-    def _live_vector(self, frame, viewer: str) -> np.ndarray | None:
-        """The frame's vector, or None when the live model is not free for it (LIVE_MODEL_SHARE) or still loading."""
-        if not self._live_model_free() or not self._live_running.acquire(False):
-            return None
+    def _live_vector(self, frame) -> np.ndarray | None:
+        """The frame's vector by the live model (reserved by the caller), or None while it is loading. After a
+        forward, none starts for as long again (LIVE_MODEL_SHARE)."""
+        began = time.monotonic()
         try:
-            if self._photos_embedding:
-                return None
-            began = time.monotonic()
-            try:
-                vector = self._live_embedder().embed_image(frame)
-            except LiveModelFailed:  # why is in the server's log (live_model.py), not for visitors
-                raise gr.Error("Live search is not available on this server; photo search still works.") from None
-            ended = time.monotonic()
-            if vector is not None:  # None: the model is loading
-                self._live_resumes = ended + (ended - began) * (1 - LIVE_MODEL_SHARE) / LIVE_MODEL_SHARE
-                self._live_turn_taken(viewer)  # at the end: a viewer that came during this forward is next
-            return vector
-        finally:
-            self._live_running.release()
+            vector = self._live_embedder().embed_image(frame)
+        except LiveModelFailed:  # why is in the server's log (live_model.py), not for visitors
+            raise gr.Error("Live search is not available on this server; photo search still works.") from None
+        ended = time.monotonic()
+        if vector is not None:
+            self._live_resumes = ended + (ended - began) * (1 - LIVE_MODEL_SHARE) / LIVE_MODEL_SHARE
+        return vector
 
     @_one_index
     def rerun(self, current, vector, k, gender, article_type, colour):
@@ -424,6 +427,7 @@ class Page:
         finally:
             with self._photos_lock:
                 self._photos_embedding -= 1
+            self._live_changed_now()
 
     def _seen(self, session: str, key: str) -> bool:
         """Whether `key` is the photo this session searched last (and remember it if not)."""

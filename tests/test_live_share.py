@@ -1,6 +1,6 @@
 """Live frames share the live model (recommender/page.py, LIVE_MODEL_SHARE): after a live frame's forward none starts
-for as long again, none starts while a photo is embedded, the viewers take turns, and one viewer's frame never waits
-behind another's. The live model itself (its own process, lowest priority) is tested in test_live_model.py."""
+for as long again, none starts while a photo is embedded, the viewers take turns, and a frame waits for its turn at
+most LIVE_MAX_WAIT. The live model itself (its own process, lowest priority) is tested in test_live_model.py."""
 
 import base64
 import io
@@ -26,6 +26,7 @@ class SlowModel:
 
     def __init__(self, vector):
         self.vector, self.running, self.most_at_once, self.calls = vector, 0, 0, 0
+        self.forwards = []  # (frame, started, ended), time.monotonic()
         self.lock = threading.Lock()
 
     def embed_image(self, frame):
@@ -33,14 +34,19 @@ class SlowModel:
             self.calls += 1
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
+        started = time.monotonic()
         time.sleep(FORWARD_SECONDS)
         with self.lock:
             self.running -= 1
+            self.forwards.append((frame, started, time.monotonic()))
         return self.vector  # a catalog product's: the real model's first call would take seconds more, unpredictably
 
 
 @pytest.fixture
 def page(recommender, monkeypatch):
+    """A Page whose frames are dropped at once when the model is busy or it is another viewer's turn, so that each
+    test sees the decision when it sends a frame; the tests of the wait itself set LIVE_MAX_WAIT again."""
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 0.0)
     page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
     model = SlowModel(np.array(recommender.index.vectors[0]))
     monkeypatch.setattr(page, "_live_embedder", lambda: model)  # the live model's process: test_live_model.py
@@ -67,8 +73,9 @@ def test_a_live_forward_is_followed_by_a_pause_as_long(page):
     assert page.model.calls == 2
 
 
-def test_frames_of_several_viewers_never_run_at_once_and_do_not_queue(page, monkeypatch):
-    monkeypatch.setattr(page, "_live_turn", lambda viewer: True)  # every viewer's turn: the model alone decides
+def test_frames_of_several_viewers_never_run_at_once(page):
+    """With no wait allowed (the fixture), of four frames sent at once one is searched and the others are answered
+    at once; the tests below let frames wait."""
     viewers = [LiveState() for _ in range(4)]
     answers = {}
 
@@ -86,6 +93,50 @@ def test_frames_of_several_viewers_never_run_at_once_and_do_not_queue(page, monk
     assert all(seconds < FORWARD_SECONDS / 2 for done, seconds in answers.values() if not done)  # none waited
 
 
+def test_a_frame_that_meets_a_busy_model_waits_for_the_end_of_its_pause(page, monkeypatch):
+    """Gradio's webcam sends a viewer's next frame only once the last one is answered: a frame that waits for the
+    model, rather than being dropped at once, spares the browser and the server the frames that would be dropped."""
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 4 * FORWARD_SECONDS)
+    first, second = LiveState(), LiveState()
+    assert searched(page.live_frame(frame(90), first))
+    sent = time.monotonic()
+    assert searched(page.live_frame(frame(91), second))  # in the first's pause: it waits, then is searched
+    (_, _, first_ended), (_, second_started, _) = page.model.forwards
+    assert FORWARD_SECONDS * 0.95 <= second_started - first_ended <= FORWARD_SECONDS + 0.15  # the pause, no more
+    assert second_started - sent >= FORWARD_SECONDS * 0.9 and second.deferred == 0 and page.model.most_at_once == 1
+
+
+def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(page, monkeypatch):
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 0.3)
+    decoded = []
+    monkeypatch.setattr(page_module, "to_rgb", lambda source, **options: decoded.append(options) or to_rgb(source,
+                                                                                                              **options))
+    viewer = LiveState()
+    with page._photo_turn():  # a photo embedded all the while
+        sent = time.monotonic()
+        assert not searched(page.live_frame(jpeg_frame(92), viewer))
+        waited = time.monotonic() - sent
+    assert 0.3 <= waited < 0.5 and viewer.deferred == 1 and decoded == [] and page.model.calls == 0
+
+
+def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(page, monkeypatch):
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 2.0)
+    photo_done = []
+
+    def embed_a_photo():
+        with page._photo_turn():
+            time.sleep(0.3)
+            photo_done.append(time.monotonic())
+
+    photo = threading.Thread(target=embed_a_photo)
+    photo.start()
+    time.sleep(0.05)
+    assert searched(page.live_frame(frame(93), LiveState()))
+    photo.join()
+    (_, started, _), = page.model.forwards
+    assert 0 <= started - photo_done[0] < 0.15
+
+
 def test_no_live_forward_starts_while_a_photo_is_searched(page):
     viewer = LiveState()
     with page._photo_turn():
@@ -94,44 +145,62 @@ def test_no_live_forward_starts_while_a_photo_is_searched(page):
     assert searched(page.live_frame(frame(21), viewer))
 
 
-def test_the_free_model_goes_to_the_viewer_who_waited_longest(page):
-    """Turns go in order of each viewer's last turn (or arrival), whoever's frame happens to come first: otherwise the
-    forwards that fit between photos go to random viewers, and one can get none."""
-    first, second, third = LiveState(), LiveState(), LiveState()
-    with page._photo_turn():  # the first and second start streaming while a photo is searched
-        for viewer in (first, second):
-            assert not searched(page.live_frame(frame(60), viewer))
-    time.sleep(0.01)
-    assert not searched(page.live_frame(frame(61), third))  # the first's turn
-    assert not searched(page.live_frame(frame(62), second))  # still the first's
-    assert searched(page.live_frame(frame(63), first))
-    order = []
-    for _ in range(3):  # after each forward's pause, every viewer sends a frame, the last served first
-        time.sleep(FORWARD_SECONDS * 1.2)
-        for viewer in sorted((first, second, third), key=lambda viewer: -viewer.searched):
-            if searched(page.live_frame(frame(64 + len(order)), viewer)):
-                order.append(viewer)
-    assert order == [second, third, first]
-
-
-def test_a_viewer_gone_quiet_holds_no_turn(page, monkeypatch):
-    monkeypatch.setattr(page_module, "LIVE_QUIET", FORWARD_SECONDS / 2)
-    gone, staying = LiveState(), LiveState()
+def waiting_while_a_photo_is_embedded(page, sends: list, photo_seconds: float = 0.3) -> float:
+    """Send `sends` ((frame, LiveState) pairs) one after another, 50 ms apart, each from its own thread, while a photo
+    is embedded; returns when every one was answered, with the time.monotonic() at which the photo ended."""
+    answers = []
+    threads = [threading.Thread(target=lambda picture=picture, viewer=viewer: answers.append(
+        page.live_frame(picture, viewer))) for picture, viewer in sends]
     with page._photo_turn():
-        assert not searched(page.live_frame(frame(70), gone))  # its camera then stops
-    assert not searched(page.live_frame(frame(71), staying))  # the gone viewer's turn
-    time.sleep(FORWARD_SECONDS)
-    assert searched(page.live_frame(frame(72), staying))
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)
+        time.sleep(max(photo_seconds - 0.05 * len(threads), 0))
+        photo_ended = time.monotonic()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == len(sends)
+    return photo_ended
 
 
-def test_an_unchanged_picture_passes_the_turn_on(page):
+def forward_order(page, frames) -> list[int]:
+    """Which of `frames` the model embedded, in the order their forwards started."""
+    return [number for _, number in sorted((started, number) for number, picture in enumerate(frames)
+                                           for shown, started, _ in page.model.forwards
+                                           if np.array_equal(shown, picture))]
+
+
+def test_the_free_model_goes_to_the_waiting_viewer_whose_last_turn_is_oldest(page, monkeypatch):
+    """Not to the frame that came first: otherwise the forwards that fit between photos go to random viewers, and one
+    of four can get none for many seconds."""
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
+    first, second, third = LiveState(), LiveState(), LiveState()
+    for number, viewer in enumerate((first, second, third)):  # each has had a turn: the first longest ago
+        assert searched(page.live_frame(frame(60 + number), viewer))
+    frames = [frame(70 + number) for number in range(3)]
+    waiting_while_a_photo_is_embedded(page, [(frames[2], third), (frames[1], second), (frames[0], first)])
+    assert forward_order(page, frames) == [0, 1, 2] and page.model.most_at_once == 1
+    assert [viewer.searched for viewer in (first, second, third)] == [2, 2, 2]
+
+
+def test_a_new_viewer_goes_first(page, monkeypatch):
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
+    regular, new = LiveState(), LiveState()
+    assert searched(page.live_frame(frame(75), regular))
+    frames = [frame(76), frame(77)]
+    waiting_while_a_photo_is_embedded(page, [(frames[0], regular), (frames[1], new)])
+    assert forward_order(page, frames) == [1, 0]
+
+
+def test_an_unchanged_picture_passes_the_turn_on_at_once(page, monkeypatch):
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
     still, moving = LiveState(), LiveState()
     assert searched(page.live_frame(frame(80), still))
-    assert not searched(page.live_frame(frame(81), moving))  # in the pause
-    time.sleep(FORWARD_SECONDS * 1.2)
-    assert not searched(page.live_frame(frame(82), moving))  # the still viewer's turn
-    assert not searched(page.live_frame(frame(80), still)) and still.skipped == 1
-    assert searched(page.live_frame(frame(83), moving))
+    assert searched(page.live_frame(frame(81), moving))
+    photo_ended = waiting_while_a_photo_is_embedded(page, [(frame(82), moving), (frame(80), still)])
+    assert still.skipped == 1 and still.searched == 1 and moving.searched == 2  # the still one's turn came first
+    (_, started, _), = [forward for forward in page.model.forwards if np.array_equal(forward[0], frame(82))]
+    assert started - photo_ended < 0.15  # no pause after a frame that was not searched
 
 
 def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(recommender):
