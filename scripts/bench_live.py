@@ -29,7 +29,8 @@ from PIL import Image
 
 from app import LIVE_EVERY  # noqa: E402
 from app_process import RunningApp, resident_bytes  # noqa: E402
-from fake_camera import frame_showing, write_y4m  # noqa: E402
+from fake_camera import frame_showing, jpeg, write_y4m  # noqa: E402
+from live_viewer import ScriptedViewer  # noqa: E402
 from synthetic_catalog import many_products  # noqa: E402
 
 VIEWERS = 4  # the issue's "several people live at once"
@@ -168,81 +169,6 @@ def photos_beside_scripted_viewers(bench, app, client, queries: int, frames: lis
     finally:
         for viewer in viewers:
             viewer.stop()
-
-
-class ScriptedViewer(threading.Thread):
-    """A live viewer with no browser: Gradio's own protocol, as the page's script speaks it (its requests seen in
-    Chromium's network log). It sends the camera's JPEG frames as data URLs at the page's pace (a tick every
-    LIVE_EVERY; a frame at a tick only once the last one is answered, as Gradio's webcam does), and when an answer
-    changes the live match State it asks for the results, as the page's change event does. `updates` counts the
-    results it got. A viewer's own work is a few HTTP requests a frame: what the server does is what is measured."""
-
-    def __init__(self, url: str, frames: list[bytes]):
-        super().__init__(daemon=True)
-        import httpx
-
-        self.frames = ["data:image/jpeg;base64," + base64.b64encode(frame).decode() for frame in frames]
-        self.http = httpx.Client(base_url=url + "/gradio_api", timeout=120)
-        config = httpx.get(url + "/config", timeout=60).json()
-        values = {component["id"]: component.get("props", {}).get("value") for component in config["components"]}
-        by_name = {dependency.get("api_name"): dependency for dependency in config["dependencies"]}
-        self.stream, self.results = by_name["live_frame"], by_name["live_results"]
-        self.camera = self.stream["targets"][0][0]
-        self.match = self.results["targets"][0][0]  # the State whose change asks for the results
-        self.inputs = {self.results["id"]: [values.get(component) for component in self.results["inputs"]]}
-        self.session = uuid.uuid4().hex
-        self.updates, self.failure, self.done = 0, None, threading.Event()
-
-    def frame_data(self, number: int) -> list:
-        return [{"url": self.frames[number % len(self.frames)]} if component == self.camera else None
-                for component in self.stream["inputs"]]
-
-    def run(self) -> None:
-        try:
-            self.watch()
-        except Exception as error:  # noqa: BLE001 (reported by whoever waits for updates)
-            self.failure = repr(error)
-
-    def watch(self) -> None:
-        joined = self.http.post("/queue/join", json={
-            "data": self.frame_data(0), "fn_index": self.stream["id"], "session_hash": self.session,
-            "event_data": None, "trigger_id": self.camera}).json()
-        stream_id, sent, started = joined["event_id"], 1, time.monotonic()
-        with self.http.stream("GET", "/queue/data", params={"session_hash": self.session}) as messages:
-            for line in messages.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed" and message.get("event_id") != stream_id:
-                    gallery = (message.get("output") or {}).get("data", [None])[0]
-                    self.updates += bool(message.get("success") and gallery and gallery.get("value"))  # results
-                if message.get("event_id") != stream_id or message.get("msg") != "process_streaming":
-                    continue
-                if self.match in message["output"].get("changed_state_ids", []):
-                    self.http.post("/queue/join", json={
-                        "data": self.inputs[self.results["id"]], "fn_index": self.results["id"],
-                        "session_hash": self.session, "event_data": None, "trigger_id": self.match})
-                if self.done.is_set():
-                    self.http.post(f"/stream/{stream_id}/close", json={})
-                    return
-                ticks = (time.monotonic() - started) / LIVE_EVERY
-                time.sleep((math.floor(ticks) + 1 - ticks) * LIVE_EVERY)  # the next tick of the page's timer
-                self.http.post(f"/stream/{stream_id}", json={
-                    "data": self.frame_data(sent), "fn_index": self.stream["id"], "session_hash": self.session,
-                    "event_data": None})
-                sent += 1
-
-    def stop(self) -> None:
-        self.done.set()
-        self.join(timeout=30)
-        self.http.close()
-
-
-def jpeg(frame) -> bytes:
-    """A camera frame as the page sends it: JPEG at the browser's default quality (canvas.toDataURL's 0.92)."""
-    buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
 
 
 def children(pid: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,10 @@ def write_y4m(path: Path, frames: list[np.ndarray]) -> Path:
 
 def _bytes(plane: np.ndarray) -> bytes:
     return np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes()
+
+
+def jpeg(frame: np.ndarray) -> bytes:
+    """A camera frame as the page sends it: JPEG at the browser's default quality (canvas.toDataURL's 0.92)."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
