@@ -13,6 +13,8 @@ from PIL import Image
 
 import synthetic_catalog
 from app_process import RunningApp
+from fake_camera import frame_showing, jpeg
+from live_viewer import ScriptedViewer
 
 GRACE = 10  # seconds an old index stays after the app moved on (INDEX_GRACE_SECONDS): a client fetches at once
 CLIENTS = 3
@@ -118,6 +120,50 @@ def test_rebuilds_swap_in_while_clients_query_without_a_failure(tmp_path):
             time.sleep(0.5)
         assert [p for p in generations.iterdir() if p.is_dir()] == [out.resolve()]
         assert "Serving the index" in app.output()
+
+
+def test_a_live_viewer_moves_to_the_new_index_without_a_break(tmp_path):
+    """A rebuild while someone is live: the stream goes on, its results come from the new catalog within seconds,
+    each answer wholly from one index, its images served. The live model, started with the first index, serves the
+    second: a refresh keeps the embedder (an index built by another is refused)."""
+    catalogs = [write_catalog(tmp_path / f"catalog-{number}.parquet", number) for number in range(2)]
+    out = tmp_path / "index"
+    build(catalogs[0], out)
+    frames = [jpeg(frame_showing(row["image"])) for row in synthetic_catalog.products()[:12]]  # each unlike the last
+    with RunningApp({"INDEX_DIR": str(out), "INDEX_GRACE_SECONDS": str(GRACE),
+                     "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}, tmp_path / "app.log") as app:
+        app.wait_until_ready()
+        viewer = ScriptedViewer(app.url, frames)
+        viewer.start()
+        try:
+            deadline = time.monotonic() + 120  # the live model loads
+            while viewer.updates < 3 and viewer.failure is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert viewer.updates >= 3, viewer.failure or app.output()
+            build(catalogs[1], out)
+            built, deadline = time.monotonic(), time.monotonic() + 30
+            while viewer.failure is None and time.monotonic() < deadline and not any(
+                    moment > built and catalogs_of(outputs) == {1} for moment, outputs in viewer.answers):
+                time.sleep(0.1)
+            time.sleep(2)  # more answers from the new index
+        finally:
+            viewer.stop()
+        assert viewer.failure is None
+        shown = [catalogs_of(outputs) for _, outputs in viewer.answers]
+        assert all(len(catalogs) == 1 for catalogs in shown)  # one index each
+        switched = shown.index({1})
+        assert set().union(*shown[:switched]) == {0} and set().union(*shown[switched:]) == {1}
+        moved = next(moment for moment, outputs in viewer.answers if catalogs_of(outputs) == {1}) - built
+        assert moved < 5 and len(shown) - switched >= 2
+        _, last = viewer.answers[-1]
+        for entry in last[0]["value"]:
+            with urllib.request.urlopen(entry["image"]["url"], timeout=10) as response:
+                assert catalog_of_picture(response.read()) == 1
+
+
+def catalogs_of(outputs) -> set[int]:
+    """The catalogs of a live answer's products, from their ids (the details' JSON, the page's second output)."""
+    return {int(product["id"]) // 1000 for product in outputs[1]}
 
 
 class Flipping:
