@@ -253,7 +253,8 @@ class Page:
     @_one_index
     def live_frame(self, frame: bytes | np.ndarray | None, live: LiveState | None):
         """A frame of the live camera (JPEG bytes from live_camera, decoded in memory only as far as needed, never
-        written): embedded if the model is free for it and the picture changed since the last searched frame.
+        written): embedded once the live model is free for it (it waits at most LIVE_MAX_WAIT) if the picture
+        changed since the last searched frame.
         Writes only States: the viewer's LiveState, and a LiveMatch when a frame was embedded, whose change event
         (live_results) shows its results. A page output written with gr.skip() costs Gradio more time than the
         dropped frame itself (it rebuilds the component's config), and most frames are dropped."""
