@@ -9,7 +9,6 @@ import functools
 import io
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,12 +48,11 @@ class Product:
 @dataclass
 class LiveState:
     """One live viewer's memory: the last searched frame, small, and how many frames were searched and skipped."""
-    viewer: str = ""  # a name for the turn order (Page._live_model_reserved), given at its first frame
-    last_turn: float = 0.0  # time.monotonic() when it last had the live model; 0: never, it goes first
+    last_turn: float = 0.0  # time.monotonic() when it last had the live model, for the turns; 0: never, it goes first
     thumbnail: np.ndarray | None = None
     searched: int = 0
     skipped: int = 0  # unchanged since the last searched frame
-    deferred: int = 0  # the model was busy (another viewer's frame, its pause, a photo, loading) or another's turn
+    deferred: int = 0  # not searched: waited LIVE_MAX_WAIT in vain (other viewers' turns, photos), or model loading
 
 
 @dataclass(eq=False)  # compared by identity: Gradio sees a new LiveMatch as a changed State, and fires its change
@@ -98,7 +96,7 @@ class Page:
         self._live_model_lock = threading.Lock()
         self._live_running = threading.Lock()  # a live frame's forward
         self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
-        self._live_waiting: dict[str, float] = {}  # viewer -> its last turn, for the viewers whose frame waits now
+        self._live_waiting: dict[object, float] = {}  # a ticket per frame waiting now -> its viewer's last turn
         self._live_changed = threading.Condition()  # notified when the live model or the turn may have come free
         self._photos_embedding, self._photos_lock = 0, threading.Lock()
 
@@ -256,12 +254,12 @@ class Page:
         written): embedded once the live model is free for it (it waits at most LIVE_MAX_WAIT) if the picture
         changed since the last searched frame.
         Writes only States: the viewer's LiveState, and a LiveMatch when a frame was embedded, whose change event
-        (live_results) shows its results. A page output written with gr.skip() costs Gradio more time than the
-        dropped frame itself (it rebuilds the component's config), and most frames are dropped."""
+        (live_results) shows its results. A page output written with gr.skip() costs Gradio more time than an
+        unsearched frame itself (it rebuilds the component's config), and with several viewers most frames are not
+        searched."""
         live = live or LiveState()
         if frame is None:
             return live, gr.skip()
-        live.viewer = live.viewer or uuid.uuid4().hex
         if not self._live_model_reserved(live):  # waits before any decoding: a frame dropped is never decoded
             live.deferred += 1
             return live, gr.skip()
@@ -302,13 +300,14 @@ class Page:
         its last turn longest ago; then reserve the model for its frame (the caller releases _live_running). Whether
         it came. Otherwise the forwards that fit between photos go to whichever frame happens to come first, and one
         viewer of four can get none for many seconds."""
-        deadline = time.monotonic() + LIVE_MAX_WAIT
+        # a ticket per frame, not per viewer: one viewer may have two frames waiting (Record clicked again at once)
+        deadline, ticket = time.monotonic() + LIVE_MAX_WAIT, object()
         with self._live_changed:
-            self._live_waiting[live.viewer] = live.last_turn
+            self._live_waiting[ticket] = live.last_turn
             try:
                 while True:
                     first = min(self._live_waiting, key=self._live_waiting.__getitem__)
-                    if first == live.viewer and self._live_model_free() and self._live_running.acquire(False):
+                    if first is ticket and self._live_model_free() and self._live_running.acquire(False):
                         return True
                     now = time.monotonic()
                     if now >= deadline:
@@ -317,7 +316,7 @@ class Page:
                     pause = self._live_resumes - now
                     self._live_changed.wait(min(deadline - now, pause if pause > 0 else LIVE_MAX_WAIT))
             finally:  # whoever is first next is woken when the model frees (or waits for the pause's end)
-                self._live_waiting.pop(live.viewer, None)
+                del self._live_waiting[ticket]
 
     def _live_changed_now(self) -> None:
         with self._live_changed:
@@ -469,8 +468,8 @@ def in_memory_image(**options):
 
 def live_camera(**options):
     """gr.Image streaming the camera whose frames (the browser sends JPEG data URLs) reach the handler as bytes, not
-    decoded: most frames are dropped (the model busy, the picture unchanged), and decoding every one cost the CPU
-    that photo searches wait for. Anything but a data URL is decoded as gr.Image does. (Wrapped, not subclassed:
+    decoded: a frame dropped after its wait is never decoded, and an unchanged one only at 1/8 scale; decoding
+    every one cost the CPU that photo searches wait for. Anything but a data URL is decoded as gr.Image does. (Wrapped, not subclassed:
     see in_memory_image.)"""
     image = gr.Image(**options)
     decode = image.preprocess

@@ -11,17 +11,13 @@ go through gradio_client with photos never sent before. Viewers come two ways:
 
 from __future__ import annotations
 
-import base64
 import io
-import json
-import math
 import os
 import re
 import shutil
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from bench_helpers import ask, p50_p95, percentiles  # first: it puts tests/ on the path
@@ -152,7 +148,7 @@ def photos_beside_scripted_viewers(bench, app, client, queries: int, frames: lis
     in the photo client's process) while VIEWERS ScriptedViewers stream: the
     server's whole cost of the live viewers (their frames, turns, forwards and results), without the cost of their
     browsers on this machine's cores."""
-    viewers = [ScriptedViewer(app.url, frames[number::VIEWERS] + frames[:number:VIEWERS]) for number in range(VIEWERS)]
+    viewers = [ScriptedViewer(app.url, frames[number:] + frames[:number]) for number in range(VIEWERS)]
     for viewer in viewers:
         viewer.start()
     try:
@@ -164,6 +160,8 @@ def photos_beside_scripted_viewers(bench, app, client, queries: int, frames: lis
         before, started, cpu = [viewer.updates for viewer in viewers], time.perf_counter(), CpuClock(app.process.pid)
         milliseconds = [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
         elapsed = time.perf_counter() - started
+        if any(viewer.failure or not viewer.is_alive() for viewer in viewers):  # a lighter load than reported
+            raise RuntimeError(f"scripted viewers failed: {[viewer.failure for viewer in viewers]}")
         return milliseconds, [(viewer.updates - count) / elapsed for viewer, count in zip(viewers, before)], \
             cpu.shares()
     finally:

@@ -52,15 +52,17 @@ class ScriptedViewer(threading.Thread):
             self.failure = repr(error)
 
     def watch(self) -> None:
-        joined = self.http.post("/queue/join", json={
-            "data": self.frame_data(0), "fn_index": self.stream["id"], "session_hash": self.session,
-            "event_data": None, "trigger_id": self.camera}).json()
+        joined = self.post("/queue/join", {"data": self.frame_data(0), "fn_index": self.stream["id"],
+                                           "session_hash": self.session, "event_data": None,
+                                           "trigger_id": self.camera})
         stream_id, sent, started = joined["event_id"], 1, time.monotonic()
         with self.http.stream("GET", "/queue/data", params={"session_hash": self.session}) as messages:
             for line in messages.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 message = json.loads(line[5:])
+                if message.get("msg") == "unexpected_error":
+                    raise RuntimeError(f"the app: {message.get('message')}")
                 if message.get("msg") == "process_completed":
                     if not message.get("success"):
                         raise RuntimeError(f"an answer failed: {message.get('output')}")
@@ -72,18 +74,24 @@ class ScriptedViewer(threading.Thread):
                 if message.get("event_id") != stream_id or message.get("msg") != "process_streaming":
                     continue
                 if self.match in message["output"].get("changed_state_ids", []):
-                    self.http.post("/queue/join", json={
-                        "data": self.results_inputs, "fn_index": self.results["id"],
-                        "session_hash": self.session, "event_data": None, "trigger_id": self.match})
+                    self.post("/queue/join", {"data": self.results_inputs, "fn_index": self.results["id"],
+                                              "session_hash": self.session, "event_data": None,
+                                              "trigger_id": self.match})
                 if self.done.is_set():
-                    self.http.post(f"/stream/{stream_id}/close", json={})
+                    self.post(f"/stream/{stream_id}/close", {})
                     return
                 ticks = (time.monotonic() - started) / LIVE_EVERY
                 time.sleep((math.floor(ticks) + 1 - ticks) * LIVE_EVERY)  # the next tick of the page's timer
-                self.http.post(f"/stream/{stream_id}", json={
-                    "data": self.frame_data(sent), "fn_index": self.stream["id"], "session_hash": self.session,
-                    "event_data": None})
+                self.post(f"/stream/{stream_id}", {"data": self.frame_data(sent), "fn_index": self.stream["id"],
+                                                   "session_hash": self.session, "event_data": None})
                 sent += 1
+        if not self.done.is_set():
+            raise RuntimeError("the app closed the event stream")
+
+    def post(self, path: str, body: dict) -> dict:
+        response = self.http.post(path, json=body)
+        response.raise_for_status()  # a refused join (queue full), an event gone
+        return response.json()
 
     def stop(self) -> None:
         self.done.set()

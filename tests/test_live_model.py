@@ -145,6 +145,7 @@ def test_weights_that_cannot_be_loaded_stop_live_search_with_the_reason_in_the_l
         with pytest.raises(gr.Error, match="Live search is not available on this server") as shown:
             page.live_frame(jpeg(8), LiveState())
         assert "weights" not in str(shown.value)  # ... not for visitors
+        assert not page._live_running.locked()  # the next frame may try again
     finally:
         model.close()
 

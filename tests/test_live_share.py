@@ -44,8 +44,8 @@ class SlowModel:
 
 @pytest.fixture
 def page(recommender, monkeypatch):
-    """A Page whose frames are dropped at once when the model is busy or it is another viewer's turn, so that each
-    test sees the decision when it sends a frame; the tests of the wait itself set LIVE_MAX_WAIT again."""
+    """A Page whose frames are dropped at once when the model is not free, so that each test sees the decision when
+    it sends a frame; the tests of the wait and of the turns set LIVE_MAX_WAIT again."""
     monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 0.0)
     page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
     model = SlowModel(np.array(recommender.index.vectors[0]))
@@ -101,8 +101,9 @@ def test_a_frame_that_meets_a_busy_model_waits_for_the_end_of_its_pause(page, mo
     assert searched(page.live_frame(frame(90), first))
     sent = time.monotonic()
     assert searched(page.live_frame(frame(91), second))  # in the first's pause: it waits, then is searched
-    (_, _, first_ended), (_, second_started, _) = page.model.forwards
-    assert FORWARD_SECONDS * 0.95 <= second_started - first_ended <= FORWARD_SECONDS + 0.15  # the pause, no more
+    (_, first_started, first_ended), (_, second_started, _) = page.model.forwards
+    pause = first_ended - first_started  # as long as the forward, as measured
+    assert pause * 0.95 <= second_started - first_ended <= pause + 0.15  # the pause, no more
     assert second_started - sent >= FORWARD_SECONDS * 0.9 and second.deferred == 0 and page.model.most_at_once == 1
 
 
@@ -121,16 +122,17 @@ def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(page,
 
 def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(page, monkeypatch):
     monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 2.0)
-    photo_done = []
+    photo_started, photo_done = threading.Event(), []
 
     def embed_a_photo():
         with page._photo_turn():
+            photo_started.set()
             time.sleep(0.3)
             photo_done.append(time.monotonic())
 
     photo = threading.Thread(target=embed_a_photo)
     photo.start()
-    time.sleep(0.05)
+    photo_started.wait()
     assert searched(page.live_frame(frame(93), LiveState()))
     photo.join()
     (_, started, _), = page.model.forwards
@@ -197,10 +199,21 @@ def test_an_unchanged_picture_passes_the_turn_on_at_once(page, monkeypatch):
     still, moving = LiveState(), LiveState()
     assert searched(page.live_frame(frame(80), still))
     assert searched(page.live_frame(frame(81), moving))
-    photo_ended = waiting_while_a_photo_is_embedded(page, [(frame(82), moving), (frame(80), still)])
+    photo_ended = waiting_while_a_photo_is_embedded(page, [(frame(82), moving), (frame(80), still)],
+                                                    photo_seconds=2 * FORWARD_SECONDS)  # the last pause is over
     assert still.skipped == 1 and still.searched == 1 and moving.searched == 2  # the still one's turn came first
     (_, started, _), = [forward for forward in page.model.forwards if np.array_equal(forward[0], frame(82))]
     assert started - photo_ended < 0.15  # no pause after a frame that was not searched
+
+
+def test_two_frames_of_one_viewer_waiting_at_once_are_both_answered(page, monkeypatch):
+    """Stop, then Record again at once: the old stream's frame may still wait when the new one's first comes, with
+    the same LiveState."""
+    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
+    viewer = LiveState()
+    frames = [frame(85), frame(86)]
+    waiting_while_a_photo_is_embedded(page, [(frames[0], viewer), (frames[1], viewer)])
+    assert forward_order(page, frames) == [0, 1] and viewer.searched == 2
 
 
 def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(recommender):

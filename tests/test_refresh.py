@@ -142,19 +142,19 @@ def test_a_live_viewer_moves_to_the_new_index_without_a_break(tmp_path):
             assert viewer.updates >= 3, viewer.failure or app.output()
             build(catalogs[1], out)
             built, deadline = time.monotonic(), time.monotonic() + 30
-            while viewer.failure is None and time.monotonic() < deadline and not any(
-                    moment > built and catalogs_of(outputs) == {1} for moment, outputs in viewer.answers):
+            while viewer.failure is None and time.monotonic() < deadline and sum(
+                    catalogs_of(outputs) == {1} for _, outputs in viewer.answers) < 3:  # a few from the new index
                 time.sleep(0.1)
-            time.sleep(2)  # more answers from the new index
         finally:
             viewer.stop()
         assert viewer.failure is None
         shown = [catalogs_of(outputs) for _, outputs in viewer.answers]
+        assert shown.count({1}) >= 3, app.output()
         assert all(len(catalogs) == 1 for catalogs in shown)  # one index each
         switched = shown.index({1})
         assert set().union(*shown[:switched]) == {0} and set().union(*shown[switched:]) == {1}
         moved = next(moment for moment, outputs in viewer.answers if catalogs_of(outputs) == {1}) - built
-        assert moved < 5 and len(shown) - switched >= 2
+        assert moved < 5
         _, last = viewer.answers[-1]
         for entry in last[0]["value"]:
             with urllib.request.urlopen(entry["image"]["url"], timeout=10) as response:
