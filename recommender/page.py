@@ -469,8 +469,8 @@ def in_memory_image(**options):
 def live_camera(**options):
     """gr.Image streaming the camera whose frames (the browser sends JPEG data URLs) reach the handler as bytes, not
     decoded: a frame dropped after its wait is never decoded, and an unchanged one only at 1/8 scale; decoding
-    every one cost the CPU that photo searches wait for. Anything but a data URL is decoded as gr.Image does. (Wrapped, not subclassed:
-    see in_memory_image.)"""
+    every one cost the CPU that photo searches wait for. Anything but a data URL is decoded as gr.Image does.
+    (Wrapped, not subclassed: see in_memory_image.)"""
     image = gr.Image(**options)
     decode = image.preprocess
 

@@ -77,8 +77,8 @@ def bench_live(bench, app, client) -> None:
 
     report.add(section, "live updates a second, one viewer alone (browser)", f"{alone:.1f}")
     report.add(section, "photo search through gradio_client, no live viewer", p50_p95(idle_ms))
-    report.add(section, f"live updates a second per viewer, {VIEWERS} scripted viewers (Gradio's protocol, no browser), "
-               "while photos are searched", ", ".join(f"{rate:.1f}" for rate in scripted))
+    report.add(section, f"live updates a second per viewer, {VIEWERS} scripted viewers (Gradio's protocol, no "
+               "browser), while photos are searched", ", ".join(f"{rate:.1f}" for rate in scripted))
     report.add(section, f"photo search through gradio_client, {VIEWERS} scripted live viewers; p95 vs none",
                versus_idle(scripted_ms))
     report.add(section, f"live updates a second per viewer, {VIEWERS} browser viewers on this machine, while photos "

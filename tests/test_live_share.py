@@ -54,6 +54,15 @@ def page(recommender, monkeypatch):
     return page
 
 
+@pytest.fixture
+def decoded(monkeypatch) -> list[dict]:
+    """The options of each decoding of a frame by the page (to_rgb)."""
+    calls = []
+    monkeypatch.setattr(page_module, "to_rgb", lambda source, **options: calls.append(options) or to_rgb(source,
+                                                                                                           **options))
+    return calls
+
+
 def frame(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)  # no two alike
 
@@ -107,11 +116,8 @@ def test_a_frame_that_meets_a_busy_model_waits_for_the_end_of_its_pause(page, mo
     assert second_started - sent >= FORWARD_SECONDS * 0.9 and second.deferred == 0 and page.model.most_at_once == 1
 
 
-def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(page, monkeypatch):
+def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(page, monkeypatch, decoded):
     monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 0.3)
-    decoded = []
-    monkeypatch.setattr(page_module, "to_rgb", lambda source, **options: decoded.append(options) or to_rgb(source,
-                                                                                                              **options))
     viewer = LiveState()
     with page._photo_turn():  # a photo embedded all the while
         sent = time.monotonic()
@@ -247,12 +253,9 @@ def jpeg_frame(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, monkeypatch):
+def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, decoded):
     """Frames reach the handler as the browser's JPEG bytes (live_camera); one dropped because the model is busy
     costs no decoding, and one searched is decoded small for the unchanged-picture check, then for the model."""
-    decoded = []
-    monkeypatch.setattr(page_module, "to_rgb", lambda source, **options: decoded.append(options) or to_rgb(source,
-                                                                                                              **options))
     viewer = LiveState()
     with page._photo_turn():
         assert not searched(page.live_frame(jpeg_frame(40), viewer))
