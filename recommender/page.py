@@ -98,7 +98,7 @@ class Page:
         self._live_resumes = 0.0  # time.monotonic() from which a live frame's forward may start
         self._live_waiting: dict[object, float] = {}  # a ticket per frame waiting now -> its viewer's last turn
         self._live_changed = threading.Condition()  # notified when the live model or the turn may have come free
-        self._photos_embedding, self._photos_lock = 0, threading.Lock()
+        self._photos_embedding = 0  # photos being embedded now (changed with _live_changed held)
 
     @property
     def recommender(self) -> Recommender:
@@ -419,15 +419,15 @@ class Page:
 
     @contextmanager
     def _photo_turn(self):
-        """Around a photo's embedding: live frames that arrive meanwhile are not searched."""
-        with self._photos_lock:
+        """Around a photo's embedding: no live forward starts meanwhile; waiting live frames are woken after it."""
+        with self._live_changed:
             self._photos_embedding += 1
         try:
             yield
         finally:
-            with self._photos_lock:
+            with self._live_changed:
                 self._photos_embedding -= 1
-            self._live_changed_now()
+                self._live_changed.notify_all()
 
     def _seen(self, session: str, key: str) -> bool:
         """Whether `key` is the photo this session searched last (and remember it if not)."""
