@@ -3,7 +3,6 @@ for as long again, none starts while a photo is embedded, the viewers take turns
 most LIVE_MAX_WAIT. The live model itself (its own process, lowest priority) is tested in test_live_model.py."""
 
 import base64
-import io
 import threading
 import time
 
@@ -11,9 +10,9 @@ import numpy as np
 import gradio as gr
 import pytest
 from gradio.data_classes import Base64ImageData
-from PIL import Image
 
 import recommender.page as page_module
+from fake_camera import jpeg
 from recommender.images import to_rgb
 from recommender.page import LiveMatch, LiveState, Page, live_camera
 from recommender.photos import QueryPhotos
@@ -248,9 +247,7 @@ def test_live_results_show_the_embedded_frames_neighbours(page, recommender):
 
 
 def jpeg_frame(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(frame(seed)).save(buffer, format="JPEG")
-    return buffer.getvalue()
+    return jpeg(frame(seed))
 
 
 def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, decoded):
