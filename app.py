@@ -30,7 +30,8 @@ from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.explain import View, query_embedder  # noqa: E402
 from recommender.page import LiveState, Page, in_memory_image, live_camera  # noqa: E402
-from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, photo_editor, query_image  # noqa: E402,E501
+from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, query_image  # noqa: E402
+from recommender.picker import photo_picker  # noqa: E402
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
 from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
 from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
@@ -46,6 +47,11 @@ MAX_UPLOAD_MB = 20  # a phone photo is under 10 MB; a larger upload is refused b
 CAMERA = gr.WebcamOptions(mirror=False, constraints={"video": {"facingMode": {"ideal": "environment"}}})
 
 
+# On a phone the results column sits below the controls: after a search, it scrolls into view.
+RESULTS_INTO_VIEW = """() => { if (window.matchMedia('(max-width: 768px)').matches)
+    setTimeout(() => document.querySelector('#status')?.scrollIntoView({behavior: 'smooth', block: 'start'}), 50); }"""
+
+
 def query_photos(recommender: Recommender) -> QueryPhotos:
     """Query photos' vectors and cells, embedded once, cached by content; the cache never keeps a photo's copy."""
     return QueryPhotos(query_embedder(recommender.embedder), cacheable=View.without_picture)
@@ -59,8 +65,8 @@ def examples(page: Page) -> list[tuple[str, str]]:
 
 
 def header(recommender: Recommender) -> str:
-    return ("# Find similar fashion products\nUpload a photo, take one with your webcam, or paste one; crop it to the "
-            "garment if there is more in the picture. Or go **Live** and point the camera at a product. The most "
+    return ("# Find similar fashion products\nChoose a photo, take one with your camera, or paste one; drag on it to "
+            "frame the garment if there is more in the picture. Or go **Live** and point the camera at a product. The most "
             f"similar of {recommender.manifest['count']:,} catalog products appear on the right: click one for more "
             "like it.")
 
@@ -83,11 +89,8 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
             with gr.Column(scale=1, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("Photo", id="photo-tab"):
-                        # An editor, not a plain gr.Image, for its crop tool. Gradio 6.31 hides the whole toolbar,
-                        # crop included, when brush and eraser are both off, so they stay (drawing is harmless).
-                        photo = photo_editor(photos, label="Your photo: crop it to the garment with the crop tool",
-                                             sources=["upload", "webcam", "clipboard"], transforms=["crop"],
-                                             layers=False, elem_id="photo", height=380, webcam_options=CAMERA)
+                        # scaled in the browser and sent once (recommender/picker.py); drag on it to crop
+                        photo = photo_picker("Your photo", MAX_UPLOAD_MB, elem_id="photo")
                     with gr.Tab("Live", id="live-tab") as live_tab:
                         live = live_camera(sources=["webcam"], streaming=True, type="numpy", webcam_options=CAMERA,
                                            label="Live camera: the results follow what it sees", elem_id="live",
@@ -132,10 +135,10 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         controls = [k, *filters]
         page_outputs = [gallery, details, status, links, shown, current, vector, query_product]
         private = {"api_visibility": "private"}
-        # The editor fires upload (several times) for a new photo and input for a confirmed crop. Every event runs
-        # ("multiple"), so that each reads (and drops) its own upload; the first one for a photo searches.
-        gr.on([photo.upload, photo.input], page.search_photo, [photo, *controls], [*page_outputs, query_copy],
-              trigger_mode="multiple", **private)
+        # The picker fires input for a photo or a crop it has uploaded, its path in the event's data; a newer photo
+        # sent while one is searched is searched next ("always_last"), the ones between are never read.
+        photo.input(page.search_photo, controls, [*page_outputs, query_copy], trigger_mode="always_last",
+                    **private).then(None, js=RESULTS_INTO_VIEW)
         photo.clear(page.cleared, None, [*page_outputs, query_copy], **private)
         live.stream(page.live_frame, [live, live_state], [live_state, live_match],
                     stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
@@ -148,7 +151,8 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         gallery.select(page.clicked, [shown, *controls, why], page_outputs, trigger_mode="always_last", **private)
         gallery.select(page.why_clicked, [why, shown, current, vector, query_copy],
                        [why_panel, why_text, *why_images, why_details], trigger_mode="always_last", **private)
-        example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last", **private)
+        example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last",
+                               **private).then(None, js=RESULTS_INTO_VIEW)
         demo.load(page.opened, controls, page_outputs, **private)
 
         def index_at_page_load():  # a page opened after a new index came in: that index's size, filters, examples

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from pillow_heif import register_heif_opener
 
+register_heif_opener()  # HEIC/HEIF photos open like any other, under the same size checks
 __all__ = ["ImageError", "MAX_PIXELS", "to_rgb", "fit_square"]
 
 MAX_PIXELS = 60_000_000  # a 60 MP photo is the largest camera output we expect; more is a decompression bomb
 MAX_PADDED_PIXELS = 4096 * 4096  # fit_square's white square at full resolution: 50 MB at most
+# The decoders a photo may reach: what cameras, phones and screenshots make. Pillow would try every format it has
+# (EPS hands the file to Ghostscript where it is installed); HEIF is the iPhone's own format (pillow-heif).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 MIN_SIDE = 8  # below this there is nothing to recognise; smaller images are upscaled, not refused
 WHITE = (255, 255, 255)  # catalog photos are products on white, so missing pixels are white too
 
@@ -91,12 +96,12 @@ def _open(source) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(source)
+            return Image.open(source, formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"The image is too large: more than {MAX_PIXELS:,} pixels. Use a smaller photo.",
                          "image too large") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL.UnidentifiedImageError is an OSError
-        raise ImageError("This file is not an image we can read (JPEG, PNG, WebP, GIF, BMP and TIFF work).",
+        raise ImageError("This file is not an image we can read (JPEG, PNG, WebP, HEIC, GIF, BMP and TIFF work).",
                          "not an image") from error
 
 

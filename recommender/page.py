@@ -9,7 +9,6 @@ import functools
 import io
 import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -25,7 +24,6 @@ from .search import ANY, Recommender, UnknownProduct
 
 __all__ = ["LiveMatch", "LiveState", "Page", "Product", "in_memory_image", "live_camera"]
 
-MAX_SESSIONS = 10_000  # sessions whose last photo key is remembered, to skip the editor's repeated events
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
 LIVE_MODEL_SHARE = 0.5  # of the live model's time, at most, for the live frames of all viewers together: after a
@@ -90,8 +88,6 @@ class Page:
         # a Recommender, or a refresh.IndexHolder whose `current` one may change between requests
         self._indexes = recommender if hasattr(recommender, "current") else _Fixed(recommender)
         self.photos = photos
-        self._last_photo: OrderedDict[str, str] = OrderedDict()  # session -> key of its last photo (not the photo)
-        self._last_photo_lock = threading.Lock()
         self._live_model: LiveModel | None = None  # started when someone opens the Live tab
         self._live_model_lock = threading.Lock()
         self._live_running = threading.Lock()  # a live frame's forward
@@ -227,26 +223,30 @@ class Page:
 
     # The page.
     @_one_index
-    def search_photo(self, photo: Photo | None, k, gender, article_type, colour, request: gr.Request):
-        """A new photo or crop in the editor: search it. The session keeps its vector and cells (for re-runs and
-        "Why this match?"); its small copy goes to the browser (the last output), not into the session."""
-        if photo is None or self._seen(request.session_hash, photo.key):
-            return [gr.skip()] * 9  # the editor sends each photo in several events: the first one searches
+    def search_photo(self, k, gender, article_type, colour, event: gr.EventData):
+        """The picker sent a photo, a snapshot, a paste or a crop (recommender/picker.py; the upload's path is in the
+        event's data): search it. The session keeps its vector and cells (for re-runs and "Why this match?"); its
+        small copy goes to the browser (the last output), not into the session. A photo that cannot be searched is
+        said in the status line and a warning, with the gallery emptied: never old results under a new photo."""
+        path = (getattr(event, "_data", None) or {}).get("path")
+        photo = self.photos.uploaded(path) if isinstance(path, str) else None
         started = time.perf_counter()
         try:
+            if photo is None:
+                raise ImageError("The photo did not reach the server, or arrived more than a minute ago: choose it "
+                                 "again.", "no image")
             with self._photo_turn():
                 query = self.photos.embedding(photo)
             picture = query.picture or (query_picture(photo.data) if photo.data is not None else None)
         except ImageError as error:
-            raise gr.Error(str(error)) from None
+            gr.Warning(str(error))
+            return *_refused(f"**Your photo was not searched.** {error}"), ""
         return *self._page(query.without_picture(), k, gender, article_type, colour, started=started), \
             _data_url(picture)
 
-    def cleared(self, request: gr.Request):
-        """The photo was removed: an empty page; the same photo uploaded again searches again."""
-        with self._last_photo_lock:
-            self._last_photo.pop(request.session_hash, None)
-        return [], [], "", "", [], None, None, gr.Image(visible=False), ""
+    def cleared(self):
+        """The photo was removed: an empty page."""
+        return *_refused(""), ""
 
     @_one_index
     def live_frame(self, frame: bytes | np.ndarray | None, live: LiveState | None):
@@ -429,17 +429,6 @@ class Page:
                 self._photos_embedding -= 1
                 self._live_changed.notify_all()
 
-    def _seen(self, session: str, key: str) -> bool:
-        """Whether `key` is the photo this session searched last (and remember it if not)."""
-        with self._last_photo_lock:  # the editor's repeated events for one photo may run at the same time
-            if self._last_photo.get(session) == key:
-                return True
-            self._last_photo[session] = key
-            self._last_photo.move_to_end(session)
-            if len(self._last_photo) > MAX_SESSIONS:
-                self._last_photo.popitem(last=False)
-            return False
-
 
 class _Fixed:
     """One Recommender, for a Page without refresh."""
@@ -502,6 +491,11 @@ def _from_data_url(url: str | None) -> bytes | None:
         return base64.b64decode(payload, validate=True)
     except ValueError:
         return None
+
+
+def _refused(status: str) -> list:
+    """PAGE_OUTPUTS for no results: an empty gallery, `status` said, no query kept."""
+    return [[], [], status, "", [], None, None, gr.Image(visible=False)]
 
 
 def _filters(gender, article_type, colour) -> dict:

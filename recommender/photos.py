@@ -216,6 +216,12 @@ class QueryPhotos:
         _drop_from_gradio_lists(path)
         return Photo(*held, path)
 
+    def uploaded(self, path: str) -> Photo | None:
+        """The photo the upload route holds under `path`, or None: never a file on disk (a page event names only
+        what this app handed out)."""
+        held = self.store.take(path)
+        return None if held is None else Photo(*held, path)
+
     def discard(self, path: str | Path) -> None:
         """A part of an upload no search needs (the editor's background and layers)."""
         photo = self.open(path)

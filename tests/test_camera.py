@@ -27,16 +27,18 @@ def served(built_index, tmp_path):
         running.stop()
 
 
-def camera_page(app, video: Path, playwright):
+def camera_page(app, video: Path, playwright, init_script: str | None = None):
     """A page whose camera shows `video` (looped), the camera permission granted; (browser, page, quiet)."""
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
         "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
     context = browser.new_context(permissions=["camera"], viewport={"width": 1280, "height": 1000})
+    if init_script:
+        context.add_init_script(init_script)
     page = context.new_page()
     wait_for_quiet = quiet_waiter(page)
     page.goto(app.url)
-    page.locator("#photo canvas").first.wait_for(timeout=WAIT)
+    page.locator("#photo .picker").wait_for(timeout=WAIT)
     return browser, page, wait_for_quiet
 
 
@@ -64,18 +66,32 @@ def wait_for_top_result(page, name: str):
         raise AssertionError(f"the first result never became {name!r}; it is {shown!r}") from None
 
 
+def snapshot(page):
+    """The picker's Camera, then Take the photo once the camera's picture plays."""
+    page.locator("#photo button.camera-on").click()
+    page.wait_for_function("document.querySelector('#photo video')?.readyState >= 2", timeout=WAIT)
+    page.locator("#photo button.snap").click()
+
+
 def test_a_webcam_snapshot_finds_the_product_and_leaves_no_photo(served, catalog_rows, tmp_path):
+    """A 1920x1080 camera, as a laptop's or a phone's: the snapshot is scaled in the browser, so the page sends
+    under 1 MB for it; the product is found; nothing is kept."""
     from playwright.sync_api import sync_playwright
 
+    from page_traffic import SENT_BYTES, sent_bytes
+
     product = catalog_rows[30]
-    video = write_y4m(tmp_path / "camera.y4m", [frame_showing(product["image"])] * 5)
+    video = write_y4m(tmp_path / "camera.y4m", [frame_showing(product["image"], 1920, 1080)] * 5)
     with sync_playwright() as playwright:
-        browser, page, wait_for_quiet = camera_page(served, video, playwright)
-        page.locator("#photo button[aria-label=Webcam]").click()
-        start_camera(page, "#photo")
-        page.locator("#photo button[aria-label='capture photo']").click(timeout=WAIT)
+        browser, page, wait_for_quiet = camera_page(served, video, playwright, init_script=SENT_BYTES)
+        before = sent_bytes(page)
+        snapshot(page)
         wait_for_top_result(page, product["productDisplayName"])
         assert page.locator("#results .thumbnail-item").count() == 8
+        sent = sent_bytes(page) - before
+        assert sent <= 1_000_000, f"the page sent {sent:,} bytes for one snapshot"
+        assert page.evaluate("[document.querySelector('#photo canvas.photo').width,"
+                             " document.querySelector('#photo canvas.photo').height]") == [1920, 1080]
         wait_for_quiet()
         assert files_in(served.temp_dir) == []
         page.wait_for_timeout(5000)  # anything the page still sends late
@@ -88,8 +104,7 @@ def test_a_webcam_snapshot_finds_the_product_and_leaves_no_photo(served, catalog
 
 def test_the_snapshot_is_the_cameras_true_picture(served, tmp_path):
     """Gradio mirrors the picture it captures, not only the preview, when its webcam option `mirror` is on: a frame
-    red on the left and blue on the right must reach the editor (whose composite is what is searched) that way
-    round."""
+    red on the left and blue on the right must reach the picker (whose photo is what is searched) that way round."""
     import io
 
     import numpy as np
@@ -102,11 +117,9 @@ def test_the_snapshot_is_the_cameras_true_picture(served, tmp_path):
     video = write_y4m(tmp_path / "camera.y4m", [frame] * 5)
     with sync_playwright() as playwright:
         browser, page, wait_for_quiet = camera_page(served, video, playwright)
-        page.locator("#photo button[aria-label=Webcam]").click()
-        start_camera(page, "#photo")
-        page.locator("#photo button[aria-label='capture photo']").click(timeout=WAIT)
+        snapshot(page)
         page.locator("#results .thumbnail-item").first.wait_for(timeout=WAIT)
-        shown = np.asarray(Image.open(io.BytesIO(page.locator("#photo canvas").first.screenshot())).convert("RGB"),
+        shown = np.asarray(Image.open(io.BytesIO(page.locator("#photo canvas.photo").screenshot())).convert("RGB"),
                            dtype=int)
         wait_for_quiet()
         browser.close()

@@ -271,8 +271,8 @@ def test_the_page_explains_a_result_and_clicking_still_shows_more_like_it(app_22
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 1300})
         page.goto(app_224.url)
-        page.locator("#photo canvas").first.wait_for(timeout=WAIT)
-        page.locator("#photo input[type=file]").first.set_input_files(str(photo))
+        page.locator("#photo .picker").wait_for(timeout=WAIT)
+        page.locator("#photo input[type=file]").set_input_files(str(photo))
         results = page.locator("#results .thumbnail-item")
         results.nth(7).wait_for(timeout=WAIT)
         page.wait_for_function("(document.querySelector('#status')?.innerText || '').startsWith('8 results')",
