@@ -47,6 +47,15 @@ MAX_UPLOAD_MB = 20  # a phone photo is under 10 MB; a larger upload is refused b
 CAMERA = gr.WebcamOptions(mirror=False, constraints={"video": {"facingMode": {"ideal": "environment"}}})
 
 
+# The results gallery grows with its rows instead of scrolling inside itself (Gradio 6.31 gives it a fixed height
+# even with height="auto", and a fourth column cut off on a phone's screen); two columns on a phone.
+PAGE_CSS = """
+#results .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+@media (max-width: 640px) {
+  #results .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+  #results .thumbnail-item { width: 100% !important; height: auto !important; aspect-ratio: 1; }
+}
+"""
 # On a phone the results column sits below the controls: after a search, it scrolls into view.
 RESULTS_INTO_VIEW = """() => { if (window.matchMedia('(max-width: 768px)').matches)
     setTimeout(() => document.querySelector('#status')?.scrollIntoView({behavior: 'smooth', block: 'start'}), 50); }"""
@@ -192,7 +201,7 @@ def main() -> None:
     delete_mcp_copies(photos)
     uploads = Middleware(InMemoryUploads, photos=photos, upload_dir=get_upload_folder(),
                          max_bytes=MAX_UPLOAD_MB * 2**20)
-    demo.launch(max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True, run_history=False,
+    demo.launch(css=PAGE_CSS, max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True, run_history=False,
                 app_kwargs={"middleware": [uploads]})
 
 

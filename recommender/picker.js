@@ -124,7 +124,11 @@ function clearPhoto() {
 }
 
 // Choose, drop, paste.
-fileInput.addEventListener("change", () => takeFile(fileInput.files[0], "upload"));
+fileInput.addEventListener("change", () => {
+  const file = fileInput.files[0];
+  fileInput.value = "";  // the same file chosen again (after a failure, say) is a change again
+  takeFile(file, "upload");
+});
 $(".choose").addEventListener("click", () => fileInput.click());
 picker.addEventListener("dragover", (event) => { event.preventDefault(); picker.classList.add("dragging"); });
 picker.addEventListener("dragleave", () => picker.classList.remove("dragging"));

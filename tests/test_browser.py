@@ -115,9 +115,6 @@ def test_the_page_works_on_a_phone(open_page, query_photo):
     results(page).nth(7).wait_for(timeout=WAIT)
     wait_for_status(page, "8 results")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
-    results(page).first.scroll_into_view_if_needed()
-    page.wait_for_timeout(1000)
-    page.screenshot(path=str(ROOT / "docs" / "screenshot-phone.png"))
 
 
 def test_no_photo_from_the_page_is_kept(open_page, app, tmp_path):
