@@ -5,7 +5,8 @@ Every file this app receives is a query photo (a page upload, a webcam snapshot,
 `InMemoryUploads` answers Gradio's upload route itself and holds the bytes in `UploadStore` until the event that
 uses them reads them. Gradio's image editor uploads its layers again and again while a photo is on show (dozens of
 uploads for one photo, some after the last event): on disk they would stay until the app stops. Files that Gradio
-writes itself (an API image given as a URL, an MCP tool's base64 image) are read and deleted by `QueryPhotos.open`.
+writes itself for an API image given as a URL are read and deleted by `QueryPhotos.open`; any other path a request
+names (a catalog image Gradio would serve, an index file, a file of Gradio's folder) is refused and left untouched.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "UploadStore", "VectorCache", "photo_editor", "photo_key",
-           "query_image"]
+__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "UploadStore", "VectorCache", "photo_key", "query_image"]
 
 UNREAD_SECONDS = 60  # an upload no event reads (the editor's repeats, a refused or abandoned request) is dropped then
 KEY_SECONDS = 600  # an upload's content key outlives its bytes: the editor's later events for one photo find its vector
@@ -182,6 +182,7 @@ class QueryPhotos:
         self.cacheable = cacheable
         self._disk_copies: dict[str, set[Path]] = {}  # content key -> files Gradio wrote that will be uploaded
         self._disk_copies_lock = threading.Lock()
+        self._downloads: set[str] = set()  # files Gradio downloaded from a URL for a request, not yet read
 
     def expect_upload_of(self, path: str | Path) -> None:
         """`path` is a photo Gradio wrote to disk only to upload it to this app again (its MCP server does that
@@ -199,12 +200,27 @@ class QueryPhotos:
         for file in copies:
             _delete(file)
 
+    def downloaded(self, path: str | Path) -> None:
+        """Gradio downloaded a request's image URL to `path`: open() may read it (once) and delete it."""
+        with self._disk_copies_lock:
+            self._downloads.add(str(path))
+
     def open(self, path: str | Path) -> Photo:
-        """The photo at `path`: from the upload store, or read from disk (a file Gradio wrote itself: an API
-        image given as a URL, an MCP tool's base64 image) and deleted at once, with its folder."""
+        """The photo at `path`: from the upload store, or, for a file Gradio downloaded from a request's URL
+        (`downloaded`), read from disk and deleted at once, with its folder. Any other path is refused with
+        images.ImageError and its file left as it is: a request may name a file the app serves (Gradio lets an input
+        name a static path), and nothing a client names is ever read or deleted."""
+        from .images import ImageError
+
         path = str(path)
         held = self.store.take(path)
         if held is None:
+            with self._disk_copies_lock:
+                ours = path in self._downloads
+                self._downloads.discard(path)
+            if not ours:
+                raise ImageError("This image names a file on the server, which is not accepted: send the photo "
+                                 "itself (upload it) or a public http(s) URL.", "a server path")
             file = Path(path)
             try:
                 data = file.read_bytes()
@@ -221,11 +237,6 @@ class QueryPhotos:
         what this app handed out)."""
         held = self.store.take(path)
         return None if held is None else Photo(*held, path)
-
-    def discard(self, path: str | Path) -> None:
-        """A part of an upload no search needs (the editor's background and layers)."""
-        photo = self.open(path)
-        self.store.release(photo.path)
 
     def vector(self, photo: Photo) -> np.ndarray:
         """(dims,) vector of `photo`; raises images.ImageError for bytes that are not a usable image."""
@@ -310,28 +321,30 @@ def query_image(photos: QueryPhotos, **options):
     (Wrapped, not subclassed: Gradio writes a .pyi stub next to every component subclass.)"""
     import gradio as gr
 
+    from gradio_client.utils import is_http_url_like
+
+    from .images import ImageError
+
     image = gr.Image(type="filepath", image_mode=None, **options)
-    image.preprocess = lambda payload: None if payload is None or not payload.path else photos.open(payload.path)
-    return image
+    move = image.async_move_resource_to_block_cache
 
-
-def photo_editor(photos: QueryPhotos, **options):
-    """gr.ImageEditor whose value, for the handler, is the `Photo` of its composite (the photo as cropped); the
-    background and layers it also uploads are dropped unread."""
-    import gradio as gr
-
-    editor = gr.ImageEditor(type="filepath", **options)
+    async def move_and_note_downloads(url_or_file_path):  # Gradio fetches a URL image here (SSRF-checked)
+        path = await move(url_or_file_path)
+        if path and is_http_url_like(str(url_or_file_path)):
+            photos.downloaded(path)
+        return path
 
     def preprocess(payload):
-        if payload is None:
+        if payload is None or not payload.path:
             return None
-        for part in [payload.background, *(payload.layers or [])]:
-            if part is not None and part.path:
-                photos.discard(part.path)
-        return photos.open(payload.composite.path) if payload.composite is not None else None
+        try:
+            return photos.open(payload.path)
+        except ImageError as error:
+            raise gr.Error(str(error)) from None
 
-    editor.preprocess = preprocess
-    return editor
+    image.async_move_resource_to_block_cache = move_and_note_downloads
+    image.preprocess = preprocess
+    return image
 
 
 class VectorCache:

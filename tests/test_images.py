@@ -123,3 +123,25 @@ def test_fit_square_pads_with_white_and_keeps_aspect():
     square = fit_square(portrait, 32)
     assert square.shape == (32, 32, 3) and square.dtype == np.uint8
     assert (square[:, 0] == 255).all() and (square[16, 16] == 0).all()
+
+
+def test_a_heic_photo_decodes_like_any_other_under_the_same_pixel_limit(monkeypatch):
+    """The iPhone's HEIC (pillow-heif): decoded upright in RGB, and refused before decoding when over the limit."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(buffer, format="HEIF", quality=90)
+    image = to_rgb(buffer.getvalue())
+    assert image.size == (300, 200) and image.mode == "RGB"
+    assert np.abs(np.asarray(image, dtype=int).mean(axis=(0, 1)) - (200, 30, 30)).max() < 8
+    import recommender.images
+
+    monkeypatch.setattr(recommender.images, "MAX_PIXELS", 300 * 200 - 1)
+    with pytest.raises(ImageError, match="too large"):
+        to_rgb(buffer.getvalue())
+
+
+def test_formats_we_do_not_name_are_not_decoded():
+    """Pillow can open far more than photos (EPS reaches Ghostscript where it is installed): only named formats."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, format="PPM")  # a format Pillow reads, but no camera writes
+    with pytest.raises(ImageError, match="not an image we can read"):
+        to_rgb(buffer.getvalue())

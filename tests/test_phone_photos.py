@@ -90,9 +90,9 @@ def test_other_photos_people_send_work_too(open_page, product, tmp_path, kind):
     assert sent_bytes(page) < 1_000_000
 
 
-def test_a_heic_photo_is_read_by_the_server(open_page, app, product, tmp_path):
+def test_a_heic_photo_is_read_by_the_server(open_page, app, client, product, tmp_path):
     """Chromium cannot draw HEIC (the iPhone's format): the picker sends the file as it is, the server decodes it,
-    and the picker says why there is no preview to crop."""
+    and the picker says why there is no preview to crop. The API takes it too."""
     photo = tmp_path / "IMG_0002.HEIC"
     photo.write_bytes(phone_photos.heic(product["image"]))
     page = open_page()
@@ -101,6 +101,10 @@ def test_a_heic_photo_is_read_by_the_server(open_page, app, product, tmp_path):
     assert name_of(results(page).first) == product["productDisplayName"]
     assert "cannot show this photo" in picker_says(page, "searched whole")
     assert "IMG_0002" not in app.output()
+    from gradio_client import handle_file
+
+    _, found = client.predict(handle_file(str(photo)), 8, api_name="/recommend")
+    assert found[0]["name"] == product["productDisplayName"]
 
 
 # Every refusal is said where the visitor looks: under the photo, or in the status line above the results.

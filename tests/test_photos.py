@@ -47,7 +47,7 @@ def sha256(data: bytes) -> str:
 
 
 def heic(seed: int) -> bytes:
-    """An iPhone photo as Pillow sees it without a HEIF plugin: an ISO-BMFF 'ftyp heic' box, then data."""
+    """A HEIC file's 'ftyp heic' box, then data no HEIF decoder can read (a real HEIC decodes: test_images.py)."""
     return (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
             + np.random.default_rng(seed).integers(0, 256, 4000, dtype=np.uint8).tobytes())
 
@@ -131,6 +131,7 @@ def test_vectors_are_cached_by_content_never_by_path(tmp_path):
     for picture in (b"picture B", b"picture A"):  # the picture at the URL changed: its own vector, A's from cache
         gradio_copy.parent.mkdir(exist_ok=True)
         gradio_copy.write_bytes(picture)
+        photos.downloaded(gradio_copy)
         assert np.array_equal(photos.vector(photos.open(gradio_copy)), fake_vector(picture))
     assert embed.calls == [b"picture A", b"picture B"]
 
@@ -159,10 +160,34 @@ def test_a_file_gradio_wrote_is_read_once_and_deleted_with_its_folder(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(path.name.encode() * 10)
     photos = QueryPhotos(CountingEmbedder())
+    for path in (file, neighbour):
+        photos.downloaded(path)  # Gradio fetched a URL to it for a request
     assert photos.open(str(file)) == Photo(sha256(b"shirt.jpg" * 10), b"shirt.jpg" * 10, str(file))
     assert not file.exists() and not file.parent.exists() and cache.is_dir()
     photos.open(neighbour)
     assert not neighbour.exists() and neighbour.with_name("b.jpg").exists()  # a folder still in use stays
+
+
+def test_a_path_the_app_did_not_download_is_refused_and_left_untouched(tmp_path):
+    """A request may name any file Gradio lets an input name (a catalog image it serves, a file of its folder):
+    it is never read or deleted, and the request is refused with a clear message. Nor is a download read twice."""
+    thumbnail = tmp_path / "index" / "images" / "10030.jpg"
+    thumbnail.parent.mkdir(parents=True)
+    thumbnail.write_bytes(b"a catalog image")
+    photos = QueryPhotos(CountingEmbedder())
+    with pytest.raises(ImageError, match="names a file on the server"):
+        photos.open(str(thumbnail))
+    assert thumbnail.read_bytes() == b"a catalog image"
+    download = tmp_path / "gradio" / "url-hash" / "shirt.jpg"
+    download.parent.mkdir(parents=True)
+    download.write_bytes(b"a shirt")
+    photos.downloaded(download)
+    photos.open(download)
+    download.parent.mkdir(parents=True)
+    download.write_bytes(b"written again by someone")
+    with pytest.raises(ImageError, match="names a file on the server"):
+        photos.open(download)
+    assert download.read_bytes() == b"written again by someone"
 
 
 def test_opened_paths_are_dropped_from_gradios_lists(tmp_path):
@@ -178,6 +203,7 @@ def test_opened_paths_are_dropped_from_gradios_lists(tmp_path):
         1: SimpleNamespace(temp_files=set(listed)), 2: SimpleNamespace(), 3: SimpleNamespace(temp_files=set())})
     photos = QueryPhotos(CountingEmbedder())
     photos.store.put(uploaded, b"photo")
+    photos.downloaded(downloaded)
     token = LocalContext.blocks.set(blocks)
     try:
         photos.open(uploaded)
@@ -259,13 +285,13 @@ def test_an_upload_that_is_not_multipart_is_refused(uploads):
     assert response.status_code == 400 and len(uploads.photos.store) == 0
 
 
-# Real Gradio in this process: the paths it records of each event are forgotten, for a plain image and an editor.
+# Real Gradio in this process: the paths it records of each event are forgotten.
 
 def test_gradio_keeps_no_path_of_any_photo_after_its_event(tmp_path, monkeypatch):
     import gradio as gr
     from starlette.middleware import Middleware
 
-    from recommender.photos import photo_editor, query_image
+    from recommender.photos import query_image
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # read by each component as it is made
     photos = QueryPhotos(CountingEmbedder())
@@ -275,9 +301,8 @@ def test_gradio_keeps_no_path_of_any_photo_after_its_event(tmp_path, monkeypatch
         return photo.key
 
     with gr.Blocks(analytics_enabled=False) as demo:
-        image, editor, key = query_image(photos), photo_editor(photos, layers=False), gr.Textbox()
+        image, key = query_image(photos), gr.Textbox()
         image.change(search, image, key, api_name="photo")
-        editor.change(search, editor, key, api_name="crop")
     demo.queue()
     uploads = Middleware(InMemoryUploads, photos=photos, upload_dir=str(tmp_path / "gradio"), max_bytes=2**20)
     demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port(),
@@ -288,13 +313,6 @@ def test_gradio_keeps_no_path_of_any_photo_after_its_event(tmp_path, monkeypatch
             path = tmp_path / f"photo-{number}.png"
             Image.new("RGB", (8, 8), (number, 0, 0)).save(path)
             assert client.predict(handle_file(str(path)), api_name="/photo") == sha256(path.read_bytes())
-        for number in range(5):  # as the page's editor sends a photo, a webcam shot, a paste or a crop
-            background, composite = tmp_path / f"whole-{number}.png", tmp_path / f"crop-{number}.png"
-            Image.new("RGB", (9, 9), (0, number, 0)).save(background)
-            Image.new("RGB", (5, 5), (0, 0, number)).save(composite)
-            value = {"background": handle_file(str(background)), "layers": [], "composite": handle_file(str(composite)),
-                     "id": None}
-            assert client.predict(value, api_name="/crop") == sha256(composite.read_bytes())
         recorded = {name: len(block.temp_files) for name, block in demo.blocks.items()
                     if getattr(block, "temp_files", None)}
         assert demo.upload_file_set == set() and recorded == {}
@@ -415,6 +433,35 @@ def left_nowhere(photo_app):
                 assert trace not in log, "a photo's bytes are in the app's log"
 
     return check
+
+
+def rest_call(app, api: str, data: list) -> str:
+    """Gradio's two-step REST call, as any client may send it: POST the inputs, then read the event's stream."""
+    event = httpx.post(f"{app.url}/gradio_api/call/{api}", json={"data": data}, timeout=30).json()["event_id"]
+    return httpx.get(f"{app.url}/gradio_api/call/{api}/{event}", timeout=60).text
+
+
+def test_no_request_naming_a_server_file_reads_or_deletes_it(photo_app, photo_client, built_index, catalog_rows):
+    """Every gallery answer tells the thumbnails' paths, and Gradio lets an input name a file it serves: a request
+    naming one (or an index file, or a file in Gradio's folder) is refused, and every file stays byte-identical."""
+    index = built_index[0].resolve()
+    thumbnail = next((index / "images").glob("*.jpg"))
+    planted = photo_app.temp_dir / "planted" / "note.jpg"  # a file of Gradio's folder that no request wrote
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(jpeg(catalog_rows[3]["image"]))
+    targets = [thumbnail, index / "manifest.json", planted]
+    before = {path: path.read_bytes() for path in targets}
+    for path in targets:
+        image = {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+        for api, data in (("recommend", [image, 8, "All", "All", "All"]), ("explain", [image, "", "10030"])):
+            answer = rest_call(photo_app, api, data)
+            assert "event: error" in answer and ("names a file on the server" in answer or "Cannot move" in answer), \
+                answer
+    assert {path: path.read_bytes() for path in targets} == before
+    _, results = photo_client.predict(image=handle_file(str(thumbnail)), k=3, api_name="/recommend")  # as a photo
+    assert results and thumbnail.read_bytes() == before[thumbnail]
+    planted.unlink()
+    planted.parent.rmdir()
 
 
 def test_api_file_photo(left_nowhere, photo_client, catalog_rows, tmp_path):
