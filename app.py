@@ -30,7 +30,8 @@ from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.explain import View, query_embedder  # noqa: E402
 from recommender.page import LiveState, Page, in_memory_image, live_camera  # noqa: E402
-from recommender.photos import InMemoryUploads, QueryPhotos, delete_mcp_copies, query_image  # noqa: E402
+from recommender.photos import (InMemoryUploads, QueryPhotos, delete_mcp_copies, query_image,  # noqa: E402
+                                refuse_server_paths_clearly)
 from recommender.picker import photo_picker  # noqa: E402
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
 from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
@@ -199,6 +200,7 @@ def main() -> None:
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.
     delete_mcp_copies(photos)
+    refuse_server_paths_clearly()
     uploads = Middleware(InMemoryUploads, photos=photos, upload_dir=get_upload_folder(),
                          max_bytes=MAX_UPLOAD_MB * 2**20)
     demo.launch(css=PAGE_CSS, max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True, run_history=False,

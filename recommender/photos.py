@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "UploadStore", "VectorCache", "photo_key", "query_image"]
+__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "UploadStore", "VectorCache", "photo_key", "query_image",
+           "refuse_server_paths_clearly"]
 
 UNREAD_SECONDS = 60  # an upload no event reads (the editor's repeats, a refused or abandoned request) is dropped then
 KEY_SECONDS = 600  # an upload's content key outlives its bytes: the editor's later events for one photo find its vector
@@ -219,8 +220,7 @@ class QueryPhotos:
                 ours = path in self._downloads
                 self._downloads.discard(path)
             if not ours:
-                raise ImageError("This image names a file on the server, which is not accepted: send the photo "
-                                 "itself (upload it) or a public http(s) URL.", "a server path")
+                raise ImageError(SERVER_PATH_REFUSED, "a server path")
             file = Path(path)
             try:
                 data = file.read_bytes()
@@ -303,6 +303,34 @@ def delete_mcp_copies(photos: QueryPhotos) -> None:
 
     convert_and_expect_uploads.deletes_copies = True
     GradioMCPServer.convert_strings_to_filedata = convert_and_expect_uploads
+
+
+SERVER_PATH_REFUSED = ("This image names a file on the server, which is not accepted: send the photo itself (upload "
+                       "it) or a public http(s) URL.")
+
+
+def refuse_server_paths_clearly() -> None:
+    """Gradio refuses an input naming a file outside its upload folder (an index file, say) with InvalidPathError,
+    whose message its clients never see ({"error": null}): say why, as for the files it lets through (QueryPhotos.open
+    refuses those)."""
+    import gradio as gr
+    from gradio import processing_utils
+    from gradio.exceptions import InvalidPathError
+
+    check = processing_utils._check_allowed
+    if getattr(check, "says_why", False):
+        return
+
+    def check_and_say_why(path, check_in_upload_folder: bool):
+        try:
+            return check(path, check_in_upload_folder)
+        except InvalidPathError:
+            if check_in_upload_folder:  # an input's file, before preprocess
+                raise gr.Error(SERVER_PATH_REFUSED) from None
+            raise
+
+    check_and_say_why.says_why = True
+    processing_utils._check_allowed = check_and_say_why
 
 
 def _file_paths(value) -> list[str]:

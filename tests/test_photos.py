@@ -13,6 +13,7 @@ import hashlib
 import http.server
 import io
 import re
+import shutil
 import socket
 import threading
 import time
@@ -446,7 +447,8 @@ def test_no_request_naming_a_server_file_reads_or_deletes_it(photo_app, photo_cl
     naming one (or an index file, or a file in Gradio's folder) is refused, and every file stays byte-identical."""
     index = built_index[0].resolve()
     thumbnail = next((index / "images").glob("*.jpg"))
-    planted = photo_app.temp_dir / "planted" / "note.jpg"  # a file of Gradio's folder that no request wrote
+    planted = photo_app.temp_dir / "planted" / "note.jpg"  # a file of Gradio's folder that no request wrote (removed
+    # at the end: the last test checks that the folder is empty)
     planted.parent.mkdir(parents=True, exist_ok=True)
     planted.write_bytes(jpeg(catalog_rows[3]["image"]))
     targets = [thumbnail, index / "manifest.json", planted]
@@ -455,13 +457,11 @@ def test_no_request_naming_a_server_file_reads_or_deletes_it(photo_app, photo_cl
         image = {"path": str(path), "meta": {"_type": "gradio.FileData"}}
         for api, data in (("recommend", [image, 8, "All", "All", "All"]), ("explain", [image, "", "10030"])):
             answer = rest_call(photo_app, api, data)
-            assert "event: error" in answer and ("names a file on the server" in answer or "Cannot move" in answer), \
-                answer
+            assert "event: error" in answer and "names a file on the server" in answer, answer
     assert {path: path.read_bytes() for path in targets} == before
     _, results = photo_client.predict(image=handle_file(str(thumbnail)), k=3, api_name="/recommend")  # as a photo
     assert results and thumbnail.read_bytes() == before[thumbnail]
-    planted.unlink()
-    planted.parent.rmdir()
+    shutil.rmtree(planted.parent)
 
 
 def test_api_file_photo(left_nowhere, photo_client, catalog_rows, tmp_path):
