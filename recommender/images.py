@@ -19,6 +19,8 @@ MAX_PADDED_PIXELS = 4096 * 4096  # fit_square's white square at full resolution:
 # The decoders a photo may reach: what cameras, phones and screenshots make. Pillow would try every format it has
 # (EPS hands the file to Ghostscript where it is installed); HEIF is the iPhone's own format (pillow-heif).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+MAX_SIDE = 20_000  # no camera's side is longer (a 60 MP 3:2 photo is 9,487 px across)
+MAX_ASPECT = 20  # a phone's panorama is about 4:1; a 30,000,000x1 PNG has few pixels but would be upscaled to GBs
 MIN_SIDE = 8  # below this there is nothing to recognise; smaller images are upscaled, not refused
 WHITE = (255, 255, 255)  # catalog photos are products on white, so missing pixels are white too
 
@@ -122,6 +124,10 @@ def _check_size(size: tuple[int, int]) -> None:
     width, height = size
     if width < 1 or height < 1:
         raise ImageError("The image has no pixels.", "empty image")
+    if max(width, height) > MAX_SIDE or max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(
+            f"The image is {width}x{height} pixels: too long and thin for a product photo (at most "
+            f"{MAX_SIDE:,} pixels a side, and {MAX_ASPECT}:1). Send a photo of the product.", "image too thin")
     if width * height > MAX_PIXELS:
         raise ImageError(
             f"The image is too large ({width}x{height} pixels, more than {MAX_PIXELS:,}). Use a smaller photo.",

@@ -118,6 +118,33 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     assert int(grown) < 10e6, f"{int(grown) / 1e6:.0f} MB"
 
 
+@pytest.mark.parametrize("size", [(30_000_000, 1), (1, 30_000_000), (25_000, 2_000)])
+def test_a_long_thin_image_is_refused_before_decoding(size):
+    """A few kB of PNG whose pixel count passes the limit, but which, upscaled to MIN_SIDE across (30,000,000x1 to
+    240,000,000x8), would take gigabytes: refused from its header, in a fresh process whose memory grows by little."""
+    thin = encoded(Image.new("1", size), "PNG")
+    assert len(thin) < 200_000
+    probe = textwrap.dedent("""
+        import sys
+        from conftest import resident_peak
+        from recommender.images import ImageError, to_rgb
+
+        data = sys.stdin.buffer.read()
+        with resident_peak() as memory:
+            try:
+                to_rgb(data)
+            except ImageError as error:
+                print(error)
+        print(memory.bytes)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], input=thin, cwd=ROOT, capture_output=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    message, grown = result.stdout.decode().splitlines()
+    assert "too long and thin" in message and f"{size[0]}x{size[1]}" in message
+    assert int(grown) < 10e6, f"{int(grown) / 1e6:.0f} MB"
+
+
 def test_fit_square_pads_with_white_and_keeps_aspect():
     portrait = Image.new("RGB", (50, 100), (0, 0, 0))
     square = fit_square(portrait, 32)
