@@ -8,7 +8,7 @@ from PIL import Image
 
 import phone_photos
 from browser_page import browser, open_page  # noqa: F401 (fixtures)
-from browser_page import CHROMIUM, WAIT, name_of, picker_says, results, upload, wait_for_status
+from browser_page import CHROMIUM, WAIT, drag_a_frame, name_of, picker_says, results, upload, wait_for_status
 from conftest import ROOT
 from page_traffic import SENT_BYTES, sent_bytes
 from quiet import quiet_waiter
@@ -52,12 +52,34 @@ def test_a_12_megapixel_phone_photo_is_scaled_sent_once_and_found(open_page, app
     assert len(uploads) == 1  # once, not once per layer
     assert name_of(results(page).first) == product["productDisplayName"]
     assert photo_size(page) == [2048, 1536]  # kept for crops at 2,048 px; sent at 1,024
+    assert [path for path in app.temp_dir.rglob("*") if path.is_file()] == []  # nothing of it on disk
 
     from gradio_client import handle_file
 
     _, full = client.predict(handle_file(str(photo)), 8, api_name="/recommend")
     page_ids, full_ids = shown_ids(page), [result["id"] for result in full]
     assert page_ids[:3] == full_ids[:3] and len(set(page_ids) & set(full_ids)) >= 7, (page_ids, full_ids)
+
+
+def test_a_crop_of_a_phone_photo_searches_that_part(open_page, catalog_rows, tmp_path):
+    """A 12 MP photo of two products side by side: a frame dragged around the right one, on the photo the page
+    shows (scaled in the browser), searches that one. The frame selects the same region of the full photo."""
+    left, right = catalog_rows[30], catalog_rows[23]  # a red cap beside a watch
+    width, height = phone_photos.PHONE
+    scene = Image.new("RGB", (width, height), "white")
+    for product, offset in ((left, 0), (right, width // 2)):
+        scene.paste(phone_photos.scene(product["image"], (width // 2, height)), (offset, 0))
+    photo = tmp_path / "two.jpg"
+    photo.write_bytes(phone_photos.encoded(phone_photos.noisy(scene), "JPEG", quality=92))
+    page = open_page()
+    upload(page, photo)
+    wait_for_status(page, "8 results")
+    drag_a_frame(page, 0.52, 0.02, 0.98, 0.98)  # the right half
+    page.wait_for_function("name => (document.querySelector('#results .thumbnail-item img')?.alt || '')"
+                           ".startsWith(name)", arg=right["productDisplayName"], timeout=WAIT)
+    drag_a_frame(page, 0.02, 0.02, 0.48, 0.98)  # and the left half
+    page.wait_for_function("name => (document.querySelector('#results .thumbnail-item img')?.alt || '')"
+                           ".startsWith(name)", arg=left["productDisplayName"], timeout=WAIT)
 
 
 @pytest.mark.parametrize("orientation", [6, 8])
