@@ -91,39 +91,9 @@ def test_truncated_file_is_refused_clearly():
         to_rgb(data[: len(data) // 3])
 
 
-def test_decompression_bomb_is_refused_before_decoding(tmp_path):
-    """Refused from its header alone: decoding it would take 60 MB (one byte a pixel). Measured in a fresh process,
-    where memory freed earlier cannot hide a new allocation."""
-    side = int(MAX_PIXELS ** 0.5) + 100  # more pixels than allowed, in a PNG of a few kB
-    bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(encoded(Image.new("1", (side, side)), "PNG"))
-    assert bomb.stat().st_size < 2_000_000
-    probe = textwrap.dedent("""
-        import sys
-        from conftest import resident_peak
-        from recommender.images import ImageError, to_rgb
-
-        data = open(sys.argv[1], "rb").read()
-        with resident_peak() as memory:
-            try:
-                to_rgb(data)
-            except ImageError as error:
-                print(error)
-        print(memory.bytes)
-    """)
-    result = subprocess.run([sys.executable, "-c", probe, str(bomb)], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}, timeout=60)
-    message, grown = result.stdout.splitlines()
-    assert "too large" in message
-    assert int(grown) < 10e6, f"{int(grown) / 1e6:.0f} MB"
-
-
-@pytest.mark.parametrize("size", [(30_000_000, 1), (1, 30_000_000), (25_000, 2_000)])
-def test_a_long_thin_image_is_refused_before_decoding(size):
-    """A few kB of PNG whose pixel count passes the limit, but which, upscaled to MIN_SIDE across (30,000,000x1 to
-    240,000,000x8), would take gigabytes: refused from its header, in a fresh process whose memory grows by little."""
-    thin = encoded(Image.new("1", size), "PNG")
-    assert len(thin) < 200_000
+def decoded_in_a_fresh_process(data: bytes) -> tuple[str, str]:
+    """(the ImageError's message, how far resident memory rose) of to_rgb(data) in a fresh process, where memory
+    freed earlier cannot hide a new allocation."""
     probe = textwrap.dedent("""
         import sys
         from conftest import resident_peak
@@ -137,10 +107,32 @@ def test_a_long_thin_image_is_refused_before_decoding(size):
                 print(error)
         print(memory.bytes)
     """)
-    result = subprocess.run([sys.executable, "-c", probe], input=thin, cwd=ROOT, capture_output=True, timeout=60,
+    result = subprocess.run([sys.executable, "-c", probe], input=data, cwd=ROOT, capture_output=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"})
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     message, grown = result.stdout.decode().splitlines()
+    return message, grown
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """Refused from its header alone: decoding it would take 60 MB (one byte a pixel). Measured in a fresh process,
+    where memory freed earlier cannot hide a new allocation."""
+    side = int(MAX_PIXELS ** 0.5) + 100  # more pixels than allowed, in a PNG of a few kB
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(encoded(Image.new("1", (side, side)), "PNG"))
+    assert bomb.stat().st_size < 2_000_000
+    message, grown = decoded_in_a_fresh_process(bomb.read_bytes())
+    assert "too large" in message
+    assert int(grown) < 10e6, f"{int(grown) / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("size", [(30_000_000, 1), (1, 30_000_000), (25_000, 2_000)])
+def test_a_long_thin_image_is_refused_before_decoding(size):
+    """A few kB of PNG whose pixel count passes the limit, but which, upscaled to MIN_SIDE across (30,000,000x1 to
+    240,000,000x8), would take gigabytes: refused from its header, in a fresh process whose memory grows by little."""
+    thin = encoded(Image.new("1", size), "PNG")
+    assert len(thin) < 200_000
+    message, grown = decoded_in_a_fresh_process(thin)
     assert "too long and thin" in message and f"{size[0]}x{size[1]}" in message
     assert int(grown) < 10e6, f"{int(grown) / 1e6:.0f} MB"
 
