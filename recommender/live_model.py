@@ -55,6 +55,11 @@ READY, VECTOR, IMAGE_ERROR, MODEL_ERROR, FAILED = b"R", b"V", b"E", b"M", b"F"  
 LENGTH = struct.Struct("<I")  # length-prefixed body
 MAX_ANSWER = 64 * 1024  # bytes of an answer other than a vector: a longer one means the stream is not ours
 ANSWER_SECONDS = 60.0  # a frame not answered by then (the child hung, or starved for that long): the child is killed
+LOAD_SECONDS = 300.0  # not ready by then: hung (a stuck read, a deadlock), killed; the next frame starts another. A
+# load takes seconds on 2 cores (TensorFlow's import, ResNet50's build, the weights from Keras's cache), but at the
+# lowest priority it gets only the CPU that photo searches leave: minutes of starving must not restart it in a loop
+EXIT_SECONDS = 10.0  # close(): a child that has not exited by then, its stdin closed (loading, or hung), is killed
+REAP_SECONDS = 5.0  # a killed child is gone within milliseconds; one stuck in the kernel is left to a later poll()
 LOG = logging.getLogger(__name__)
 
 
@@ -116,20 +121,27 @@ class LiveModel:
                 json.dumps(self.identity)]
 
     def _await_ready(self, child: _Child) -> None:
+        """The child's first answer, within LOAD_SECONDS; then, once it is ready, its end, to reap it whenever it
+        comes (killed by us or by the OOM killer): a thread per child, blocked in waitpid."""
         try:
-            tag, body = _read_answer(child.process.stdout, deadline=None)
+            tag, body = _read_answer(child.process.stdout, deadline=time.monotonic() + LOAD_SECONDS)
         except _ProtocolError as error:
             tag, body = b"", str(error).encode()
+        except (OSError, ValueError):  # close() closed its stdout meanwhile
+            tag, body = b"", b"closed"
         if tag == READY:
             child.ready.set()
+            child.process.wait()  # poll() and wait(timeout) elsewhere still work meanwhile (they return the end)
             return
         if tag == FAILED:
             child.failure = body.decode(errors="replace")
             LOG.error("Live search is off: %s", child.failure)
-        else:  # killed while loading (memory?), or an answer that is not ours: the next frame starts a new one
+        elif body == b"no answer in time":  # hung while loading: the next frame starts a new one
+            LOG.warning("The live model's process was not ready within %g s (LOAD_SECONDS): killed.", LOAD_SECONDS)
+        elif body != b"closed":  # killed while loading (memory?), or an answer that is not ours: the same
             LOG.warning("The live model's process ended while loading (%s).", body.decode(errors="replace") or
                         f"exit code {child.process.poll()}")
-        child.process.kill()
+        _end(child.process)
 
     def embed_image(self, frame: bytes | np.ndarray) -> np.ndarray | None:
         """(2048,) float32 for an encoded image (or an RGB array), or None while the model is loading (a process is
@@ -148,7 +160,7 @@ class LiveModel:
             except (OSError, _ProtocolError) as error:
                 LOG.warning("The live model's process ended or broke its answers (%s); a new one starts with the "
                             "next frame.", error)
-                child.process.kill()
+                _end(child.process)
                 return None
         if tag == VECTOR:
             return np.frombuffer(body, np.float32).copy()
@@ -164,11 +176,20 @@ class LiveModel:
             return
         child.process.stdin.close()  # the child's read ends: it exits
         try:
-            child.process.wait(timeout=10)
+            child.process.wait(timeout=EXIT_SECONDS)
         except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
+            _end(child.process)
         child.process.stdout.close()
+
+
+def _end(process: subprocess.Popen) -> None:
+    """Kill the child and reap it (no zombie), waiting at most REAP_SECONDS: callers may hold the frames' lock."""
+    process.kill()  # nothing if it was already reaped
+    try:
+        process.wait(timeout=REAP_SECONDS)
+    except subprocess.TimeoutExpired:
+        LOG.warning("The live model's process %d did not end within %g s of its kill; the next poll() reaps it.",
+                    process.pid, REAP_SECONDS)
 
 
 class _ProtocolError(Exception):

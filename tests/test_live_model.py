@@ -4,6 +4,7 @@ priority, whose vectors are the app's."""
 import io
 import logging
 import os
+import struct
 import sys
 import textwrap
 import time
@@ -70,6 +71,47 @@ class ChildThatAnswers(LiveModel):
         return [sys.executable, "-c", textwrap.dedent(code)]
 
 
+class ChildThatLoads(LiveModel):
+    """A live model whose child runs `loading` (Python lines) where the real one loads its model, then answers
+    like ChildThatAnswers(answer)."""
+
+    def __init__(self, loading: str, answer: bytes = b"M" + struct.pack("<I", 0)):
+        super().__init__(Settings(weights="random"), {})
+        self.loading, self.answer = loading, answer
+
+    def _command(self):
+        code = f"""
+            import os, signal, struct, sys, time
+            out = sys.stdout.buffer
+            {self.loading}
+            out.write(b"R" + struct.pack("<I", 0)); out.flush()
+            while True:
+                size = struct.unpack("<I", sys.stdin.buffer.read(4))[0]
+                sys.stdin.buffer.read(size)
+                out.write({self.answer!r}); out.flush()
+        """
+        return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def reaped(pid: int, seconds: float = 10.0) -> bool:
+    """Whether process `pid` is gone, not even a zombie (/proc keeps a zombie's entry until its parent waits), within
+    `seconds`. Asks nothing of the LiveModel: its poll() would reap the child itself."""
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def state(pid: int) -> str:
+    """The process's state letter in /proc (R, S, Z...), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
 def test_its_vectors_are_the_apps_and_every_thread_of_it_runs_at_the_lowest_priority(live_model, recommender):
     frame = jpeg(1)
     assert live_model.embed_image(frame) is None  # loading: the caller drops the frame rather than wait
@@ -123,8 +165,7 @@ def test_an_answer_that_is_not_ours_or_none_costs_the_child_not_the_app(answer, 
         pid, started = model.pid, time.monotonic()
         assert model.embed_image(jpeg(9)) is None
         assert time.monotonic() - started < 10
-        time.sleep(0.2)
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+        assert state(pid) == "gone", "the child killed on its answer was not reaped"  # killed and waited for
         assert model.embed_image(jpeg(9)) is None and model.pid != pid  # a new child, loading
     finally:
         model.close()
@@ -158,3 +199,67 @@ def test_a_model_other_than_the_apps_is_refused(recommender):
             loaded(model, jpeg(10))
     finally:
         model.close()
+
+
+def test_a_child_that_never_gets_ready_is_killed_at_the_loading_deadline_and_reaped(monkeypatch, caplog):
+    """A load that hangs (a stuck download, a deadlock in a library) must not keep live search off for good: at
+    LOAD_SECONDS the child is killed and waited for, and the next frame starts a new one."""
+    monkeypatch.setattr(live_model_module, "LOAD_SECONDS", 1.0)
+    model = ChildThatLoads("time.sleep(3600)")
+    try:
+        with caplog.at_level(logging.WARNING, logger="recommender.live_model"):
+            model.start()
+            pid = model.pid
+            assert reaped(pid), f"the child still runs (state {state(pid)}) after its loading deadline"
+        assert "not ready within 1 s" in caplog.text  # why, in the server's log
+        assert model.embed_image(jpeg(11)) is None and model.pid != pid  # a new child, loading
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("loading", ["sys.exit(3)",  # a crash (killed for memory, a library's abort)
+                                     "out.write(b'F' + struct.pack('<I', 4) + b'why!'); out.flush(); sys.exit(0)"])
+def test_a_child_that_fails_while_loading_is_reaped(loading, caplog):
+    model = ChildThatLoads(loading)
+    try:
+        model.start()
+        pid = model.pid
+        assert reaped(pid), f"the child that failed to load is left as state {state(pid)}"
+        if "why!" in loading:  # it said why: final, for the server's log
+            with pytest.raises(LiveModelFailed, match="why!"):
+                model.embed_image(jpeg(12))
+        else:  # it ended without a word: the next frame tries again
+            assert model.embed_image(jpeg(12)) is None and model.pid != pid
+    finally:
+        model.close()
+
+
+def test_a_child_that_dies_after_loading_is_reaped_without_waiting_for_a_frame():
+    """Killed by the OOM killer, say, while nobody sends frames: no zombie is left until the next one."""
+    model = ChildThatLoads("")
+    try:
+        model.start()
+        deadline = time.monotonic() + LOADING_SECONDS
+        while not model.loaded:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pid = model.pid
+        os.kill(pid, 9)
+        assert reaped(pid), f"the dead child is left as state {state(pid)}"
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("loading", ["", "time.sleep(3600)"])  # loaded: it exits when asked; loading: it is killed
+def test_close_reaps_the_child_loaded_or_not(loading, monkeypatch):
+    """close() asks the child to exit (its stdin ends), waits EXIT_SECONDS, then kills it; either way it waits for
+    it. A child still loading does not read its stdin: it is the one killed."""
+    monkeypatch.setattr(live_model_module, "EXIT_SECONDS", 1.0)
+    monkeypatch.setattr(live_model_module, "LOAD_SECONDS", 60.0)
+    model = ChildThatLoads(loading)
+    model.start()
+    pid = model.pid
+    time.sleep(0.3)
+    model.close()
+    assert state(pid) == "gone", "close() left the child behind"
+    assert model.pid is None
