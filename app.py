@@ -26,6 +26,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 
 from recommender.build import BuildFailed  # noqa: E402
 from recommender.catalog import CatalogUnavailable  # noqa: E402
+from recommender.clients import limit_events_per_client, proxy_hops  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.explain import View, query_embedder  # noqa: E402
@@ -144,7 +145,11 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
 
         controls = [k, *filters]
         page_outputs = [gallery, details, status, links, shown, current, vector, query_product]
-        private = {"api_visibility": "private"}
+        # One concurrency group for every event that may run the model (and the cheap ones beside them), so that the
+        # app never runs more than CONCURRENCY forwards at once, whichever routes the requests take.
+        private = {"api_visibility": "private", "concurrency_id": "model", "concurrency_limit": CONCURRENCY}
+        model = {"concurrency_id": "model", "concurrency_limit": CONCURRENCY}
+        live_only = {"api_visibility": "private"}  # the live child's frames and their results: slots of their own
         # The picker fires input for a photo or a crop it has uploaded, its path in the event's data; a newer photo
         # sent while one is searched is searched next ("always_last"), the ones between are never read.
         photo.input(page.search_photo, controls, [*page_outputs, query_copy], trigger_mode="always_last",
@@ -152,10 +157,10 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         photo.clear(page.cleared, None, [*page_outputs, query_copy], **private)
         live.stream(page.live_frame, [live, live_state], [live_state, live_match],
                     stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
-                    concurrency_id="live", show_progress="hidden", **private)
+                    concurrency_id="live", show_progress="hidden", **live_only)
         live_tab.select(page.live_opened, None, None, show_progress="hidden", **private)  # loads the live model
         live_match.change(page.live_results, [live_match, *controls, live_state], page_outputs,
-                          concurrency_limit=LIVE_VIEWERS, show_progress="hidden", **private)
+                          concurrency_limit=LIVE_VIEWERS, show_progress="hidden", **live_only)
         gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
         gallery.select(page.clicked, [shown, *controls, why], page_outputs, trigger_mode="always_last", **private)
@@ -171,10 +176,10 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                                                        for name, _ in FILTERS)
 
         demo.load(index_at_page_load, None, [title, example_gallery, *filters], **private)
-        api_image.change(page.recommend, [api_image, *controls], [gallery, details], api_name="recommend")
-        api_id.change(page.similar, [api_id, *controls], [gallery, details], api_name="similar")
+        api_image.change(page.recommend, [api_image, *controls], [gallery, details], api_name="recommend", **model)
+        api_id.change(page.similar, [api_id, *controls], [gallery, details], api_name="similar", **model)
         api_product.change(page.explain, [api_image, api_id, api_product], [*why_images, why_details],
-                           api_name="explain")
+                           api_name="explain", **model)
     return demo
 
 
@@ -196,7 +201,9 @@ def main() -> None:
     indexes.watch()
     if os.environ.get("INDEX_REPO"):  # a new revision is downloaded as a new generation, which `indexes` serves
         follow_repo(os.environ["INDEX_REPO"], index_dir, downloaded_now=how == "downloaded")
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
+    # api_open=False: /gradio_api/run/... would skip the queue, and with it every limit below
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
+    limit_events_per_client(demo._queue, proxy_hops())
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.
     delete_mcp_copies(photos)

@@ -1,0 +1,91 @@
+"""Who a request comes from, and how much of the app one client may hold, so that no visitor can starve the others.
+
+A client is an address, never a session hash (any request may bring a new one). Behind the Hugging Face Spaces proxy
+every request arrives from the proxy, which appends the visitor's address to X-Forwarded-For; only the entries that
+trusted proxies appended count (a client can write anything before them), so the address is the one `hops` entries
+from the end. Off a Space there is no proxy: the socket's address.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+
+__all__ = ["CLIENT_EVENTS", "CLIENT_STREAMS", "client_address", "limit_events_per_client", "proxy_hops"]
+
+# Events one address may have waiting or running at once: a page's click on a result runs two ("more like this" and
+# "Why this match?"), and a filter changed while a search runs one more. Past it, a request is refused at once.
+# MAX_EVENTS_PER_CLIENT raises it where many people share one address (an office behind one NAT, a load test).
+CLIENT_EVENTS = int(os.environ.get("MAX_EVENTS_PER_CLIENT", "3"))
+CLIENT_STREAMS = int(os.environ.get("MAX_STREAMS_PER_CLIENT", "1"))  # live streams (each holds a slot for minutes)
+
+
+def proxy_hops() -> int:
+    """Proxies in front of the app whose X-Forwarded-For entries are trusted: TRUSTED_PROXY_HOPS, else one on a
+    Space (SPACE_ID is set there) and none elsewhere."""
+    default = "1" if os.environ.get("SPACE_ID") else "0"
+    return int(os.environ.get("TRUSTED_PROXY_HOPS", default))
+
+
+def client_address(headers, peer: str | None, hops: int) -> str:
+    """The client's address: the `hops`-th X-Forwarded-For entry from the end (the one the outermost trusted proxy
+    saw connect), else the socket's peer. `headers` maps lower-case names to values (Starlette's do)."""
+    if hops > 0:
+        forwarded = [entry.strip() for entry in headers.get("x-forwarded-for", "").split(",") if entry.strip()]
+        if forwarded:
+            return forwarded[-min(hops, len(forwarded))]
+    return peer or "unknown"
+
+
+def _request_address(request, hops: int) -> str:
+    client = getattr(request, "client", None)
+    return client_address(request.headers, client.host if client else None, hops)
+
+
+def limit_events_per_client(queue, hops: int, events: int = CLIENT_EVENTS, streams: int = CLIENT_STREAMS) -> None:
+    """Refuse, in Gradio's queue, an event from an address that already has `events` waiting or running (or
+    `streams` live streams): with HTTP 503 (Gradio's answer to a full queue) and a message saying why and when to
+    try again. Every route into the queue (the page, /gradio_api/call, gradio_client, MCP) goes through push."""
+    push = queue.push
+
+    async def push_if_fair(body, request, username):
+        address = _request_address(request, hops)
+        held = _held(queue, hops)
+        fn = _function(queue, body)
+        streaming = fn is not None and fn.connection == "stream"
+        if streaming and held[address, "stream"] >= streams:
+            return False, (f"Too many live streams from your address ({held[address, 'stream']} running): stop one, "
+                           "or try again when it ends."), "queue_full"
+        if not streaming and held[address, "event"] >= events:
+            wait = max(1, math.ceil(held[address, "event"] * _average_seconds(queue)))
+            return False, (f"Too many requests from your address ({held[address, 'event']} waiting or running): "
+                           f"try again in {wait} s."), "queue_full"
+        return await push(body, request, username)
+
+    queue.push = push_if_fair
+
+
+def _held(queue, hops: int) -> Counter:
+    """(address, "event" or "stream") -> how many of them wait or run. The queue holds at most its max_size events
+    and its workers' jobs, so counting them is cheap."""
+    held = Counter()
+    waiting = [event for events in queue.event_queue_per_concurrency_id.values() for event in events.queue]
+    running = [event for job in queue.active_jobs if job for event in job]
+    for event in waiting + running:
+        held[_request_address(event.request, hops), "stream" if event.streaming else "event"] += 1
+    return held
+
+
+def _function(queue, body):
+    from gradio import route_utils
+
+    try:
+        return route_utils.get_fn(queue.blocks, None, body)
+    except Exception:  # an unknown function: Gradio's own push refuses it with its message
+        return None
+
+
+def _average_seconds(queue) -> float:
+    times = [t.avg_time for t in queue.process_time_per_fn.values() if t.count]
+    return sum(times) / len(times) if times else 1.0

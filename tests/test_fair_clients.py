@@ -1,0 +1,145 @@
+"""Fair to every visitor (issue 21): one address cannot hold more of the app than its share, whatever route it takes;
+the others keep their place in the queue. Clients are told apart by their own loopback source addresses (127.0.0.2,
+127.0.0.3, ...), as distinct visitors reach the app; behind a proxy, by X-Forwarded-For."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_process import RunningApp
+from recommender.clients import CLIENT_EVENTS, client_address
+
+FLOOD = 48  # concurrent requests from the flooding address
+
+
+def client(address: str) -> httpx.Client:
+    """An HTTP client whose connections come from `address` (any 127.x.y.z is this machine)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=120)
+
+
+def new_photo(seed: int) -> bytes:
+    """A photo the app has never seen (no cached vector): every request runs the model."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def uploaded(http: httpx.Client, url: str, data: bytes) -> dict:
+    answer = http.post(f"{url}/gradio_api/upload", files=[("files", ("photo.jpg", data, "image/jpeg"))])
+    answer.raise_for_status()
+    return {"path": answer.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def rest_recommend(http: httpx.Client, url: str, data: bytes) -> tuple[int, str]:
+    """Gradio's two-step REST call: (the POST's status, its refusal or the event's stream)."""
+    posted = http.post(f"{url}/gradio_api/call/recommend",
+                       json={"data": [uploaded(http, url, data), 8, "All", "All", "All"]})
+    if posted.status_code != 200:
+        return posted.status_code, posted.text
+    return 200, http.get(f"{url}/gradio_api/call/recommend/{posted.json()['event_id']}").text
+
+
+def queued_recommend(http: httpx.Client, url: str, fn_index: int, data: bytes) -> tuple[int, str]:
+    """One search through the queue's own protocol (the page's and gradio_client's): (the highest queue rank it was
+    told while waiting, the final message)."""
+    session = f"fair{time.time_ns()}"
+    joined = http.post(f"{url}/gradio_api/queue/join", json={
+        "data": [uploaded(http, url, data), 8, "All", "All", "All"], "fn_index": fn_index, "session_hash": session,
+        "event_data": None, "trigger_id": None})
+    joined.raise_for_status()
+    rank = 0
+    with http.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            if message.get("msg") == "estimation":
+                rank = max(rank, message.get("rank") or 0)
+            if message.get("msg") == "process_completed":
+                return rank, json.dumps(message)
+    raise AssertionError("the queue's stream ended without an answer")
+
+
+@pytest.fixture(scope="module")
+def fair_app(built_index, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fair")
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio")},
+                    folder / "app.log") as running:
+        yield running.wait_until_ready()
+
+
+def recommend_fn_index(url: str) -> int:
+    config = httpx.get(f"{url}/config").json()
+    return next(number for number, dependency in enumerate(config["dependencies"])
+                if dependency.get("api_name") == "recommend")
+
+
+def test_a_flooding_address_is_refused_and_another_keeps_its_place(fair_app):
+    """48 concurrent searches of new photos in a loop from 127.0.0.2: it is told "too many requests" (HTTP 503, with
+    when to try again) and never holds more than its share; 127.0.0.3's one-at-a-time searches all succeed and never
+    wait behind more than that share."""
+    url, fn_index = fair_app.url, recommend_fn_index(fair_app.url)
+    stop, outcomes, lock = threading.Event(), {"served": 0, "refused": []}, threading.Lock()
+
+    def flood(worker: int):
+        with client("127.0.0.2") as http:
+            for number in range(10**6):
+                if stop.is_set():
+                    return
+                status, text = rest_recommend(http, url, new_photo(worker * 10**6 + number))
+                with lock:
+                    if status == 200 and "event: complete" in text:
+                        outcomes["served"] += 1
+                    elif status != 200:
+                        outcomes["refused"].append((status, text))
+
+    workers = [threading.Thread(target=flood, args=(worker,), daemon=True) for worker in range(FLOOD)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(3)  # the flood fills what it may
+        ranks = []
+        with client("127.0.0.3") as http:
+            for number in range(8):
+                rank, answer = queued_recommend(http, url, fn_index, new_photo(10**9 + number))
+                assert '"success": true' in answer, answer
+                ranks.append(rank)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
+    assert outcomes["refused"], "the flooding address was never refused"
+    status, text = outcomes["refused"][0]
+    assert status == 503 and "Too many requests from your address" in text and "try again in" in text, text
+    # Gradio's rank counts the events ahead: at most the flooder's share (and none of the other's own)
+    assert max(ranks) <= CLIENT_EVENTS, f"the other visitor waited behind {max(ranks)} events: {ranks}"
+    assert outcomes["served"] > 0  # refused beyond its share, not shut out
+
+
+def test_the_api_cannot_skip_the_queue(fair_app):
+    """/gradio_api/run/<api> would run the model outside the queue and every limit in it (api_open=False)."""
+    with client("127.0.0.4") as http:
+        image = uploaded(http, fair_app.url, new_photo(7))
+        answer = http.post(f"{fair_app.url}/gradio_api/run/recommend", json={"data": [image, 8, "All", "All", "All"]})
+    assert answer.status_code == 404 and "join the queue" in answer.text
+
+
+@pytest.mark.parametrize("hops, forwarded, expected", [
+    (0, "6.6.6.6", "10.0.0.1"),  # no proxy trusted: the header is the client's own words
+    (1, "6.6.6.6, 203.0.113.9", "203.0.113.9"),  # the proxy appended the address it saw; the rest is the client's
+    (1, "", "10.0.0.1"),
+    (2, "203.0.113.9, 10.1.1.1", "203.0.113.9"),
+    (2, "203.0.113.9", "203.0.113.9"),  # fewer entries than hops: the farthest one
+])
+def test_client_address_trusts_only_the_proxies_hops(hops, forwarded, expected):
+    headers = {"x-forwarded-for": forwarded} if forwarded else {}
+    assert client_address(headers, "10.0.0.1", hops) == expected
