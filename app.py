@@ -209,7 +209,7 @@ def main() -> None:
     delete_mcp_copies(photos)
     refuse_server_paths_clearly()
     uploads = Middleware(InMemoryUploads, photos=photos, upload_dir=get_upload_folder(),
-                         max_bytes=MAX_UPLOAD_MB * 2**20)
+                         max_bytes=MAX_UPLOAD_MB * 2**20, hops=proxy_hops())
     demo.launch(css=PAGE_CSS, max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True, run_history=False,
                 app_kwargs={"middleware": [uploads]})
 

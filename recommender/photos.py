@@ -15,18 +15,24 @@ import hashlib
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "UploadStore", "VectorCache", "photo_key", "query_image",
+from recommender.clients import client_address
+
+__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "TooManyUploads", "UploadStore", "VectorCache", "photo_key", "query_image",
            "refuse_server_paths_clearly"]
 
 UNREAD_SECONDS = 60  # an upload no event reads (the editor's repeats, a refused or abandoned request) is dropped then
 KEY_SECONDS = 600  # an upload's content key outlives its bytes: the editor's later events for one photo find its vector
 MAX_HELD_BYTES = 256 * 2**20  # uploads held at once; the oldest go first (a photo is a few MB at most)
+# Unread uploads one address may hold: a page sends one photo and reads it at once; past these, an upload is refused
+# (429), so one visitor can neither fill the store nor push the others' photos out of it.
+CLIENT_UPLOADS = 32
+CLIENT_UPLOAD_BYTES = 64 * 2**20
 
 
 def photo_key(data: bytes) -> str:
@@ -34,19 +40,47 @@ def photo_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class TooManyUploads(Exception):
+    """One address holds as many unread uploads as it may; the message says when to try again."""
+
+
 class UploadStore:
-    """Uploaded files by the path Gradio's events refer to them by: bytes until read once, then only their key."""
+    """Uploaded files by the path Gradio's events refer to them by: bytes until read once, then only their key.
+
+    Every call costs the same whatever the store holds: entries are kept in the order they were stored, so expiry
+    only ever looks at the oldest, and the byte total and each address's share are counted as they change."""
 
     def __init__(self, unread_seconds: float = UNREAD_SECONDS, key_seconds: float = KEY_SECONDS,
-                 max_bytes: int = MAX_HELD_BYTES):
-        self._entries: OrderedDict[str, list] = OrderedDict()  # path -> [key, bytes or None, time stored]
+                 max_bytes: int = MAX_HELD_BYTES, client_uploads: int = CLIENT_UPLOADS,
+                 client_bytes: int = CLIENT_UPLOAD_BYTES):
+        self._entries: OrderedDict[str, list] = OrderedDict()  # path -> [key, bytes or None, time stored, client]
+        self._held: OrderedDict[str, None] = OrderedDict()  # paths whose bytes are held, oldest first
+        self._held_bytes = 0
+        self._client_paths: dict[str, OrderedDict] = {}  # client -> its paths whose bytes are held, oldest first
+        self._client_bytes = Counter()
         self._unread, self._key_life, self._max_bytes = unread_seconds, key_seconds, max_bytes
+        self._most_uploads, self._most_bytes = client_uploads, client_bytes
         self._lock = threading.Lock()
 
-    def put(self, path: str, data: bytes) -> None:
+    def put(self, path: str, data: bytes, client: str = "") -> None:
+        """Hold `data` under `path` for `client` (an address); TooManyUploads when that address holds its share."""
         with self._lock:
-            self._entries[path] = [photo_key(data), data, time.monotonic()]
-            self._entries.move_to_end(path)
+            self._expire()
+            mine = self._client_paths.get(client, {})
+            if client and (len(mine) >= self._most_uploads
+                           or self._client_bytes[client] + len(data) > self._most_bytes):
+                oldest = self._entries[next(iter(mine))][2] if mine else time.monotonic()
+                wait = max(1, int(self._unread - (time.monotonic() - oldest)) + 1)  # when its oldest expires
+                raise TooManyUploads(f"Too many photos from your address are waiting to be searched "
+                                     f"({len(mine)}): try again in {wait} s.")
+            if path in self._entries:
+                self._drop_bytes(path)
+                del self._entries[path]
+            self._entries[path] = [photo_key(data), data, time.monotonic(), client]
+            self._held[path] = None
+            self._held_bytes += len(data)
+            self._client_paths.setdefault(client, OrderedDict())[path] = None
+            self._client_bytes[client] += len(data)
             self._expire()
 
     def take(self, path: str) -> tuple[str, bytes | None] | None:
@@ -60,32 +94,45 @@ class UploadStore:
     def release(self, path: str) -> None:
         """The photo has been used (its vector is cached) or refused: drop its bytes, keep its key."""
         with self._lock:
-            entry = self._entries.get(str(path))
-            if entry is not None:
-                entry[1] = None
+            if str(path) in self._entries:
+                self._drop_bytes(str(path))
 
     def held_bytes(self) -> int:
         with self._lock:
             self._expire()
-            return sum(len(entry[1]) for entry in self._entries.values() if entry[1] is not None)
+            return self._held_bytes
 
     def __len__(self) -> int:
         with self._lock:
             self._expire()
             return len(self._entries)
 
+    def _drop_bytes(self, path: str) -> None:
+        entry = self._entries[path]
+        if entry[1] is not None:
+            self._held.pop(path)
+            self._held_bytes -= len(entry[1])
+            mine = self._client_paths[entry[3]]
+            mine.pop(path)
+            self._client_bytes[entry[3]] -= len(entry[1])
+            if not mine:  # an address that holds nothing takes no room
+                del self._client_paths[entry[3]], self._client_bytes[entry[3]]
+            entry[1] = None
+
     def _expire(self) -> None:
+        """Over the byte budget or unread for too long, the oldest bytes go; after key_seconds, the oldest keys."""
         now = time.monotonic()
-        held = 0
-        for path in reversed(self._entries):  # newest first: over the byte budget, the oldest bytes go
-            entry = self._entries[path]
-            if entry[1] is not None:
-                if now - entry[2] > self._unread or held + len(entry[1]) > self._max_bytes:
-                    entry[1] = None
-                else:
-                    held += len(entry[1])
-        while self._entries and now - next(iter(self._entries.values()))[2] > self._key_life:
-            self._entries.popitem(last=False)
+        while self._held:
+            oldest = next(iter(self._held))
+            if now - self._entries[oldest][2] <= self._unread and self._held_bytes <= self._max_bytes:
+                break
+            self._drop_bytes(oldest)
+        while self._entries:
+            oldest, entry = next(iter(self._entries.items()))
+            if now - entry[2] <= self._key_life:
+                break
+            self._drop_bytes(oldest)
+            del self._entries[oldest]
 
 
 class InMemoryUploads:
@@ -93,8 +140,9 @@ class InMemoryUploads:
     does, with a path in Gradio's upload folder, but holds the bytes in `photos.store` instead of writing them (even
     for a photo whose vector is known: /explain draws on them). Everything else goes to the app."""
 
-    def __init__(self, app, photos: "QueryPhotos", upload_dir: str, max_bytes: int):
+    def __init__(self, app, photos: "QueryPhotos", upload_dir: str, max_bytes: int, hops: int = 0):
         self.app, self.photos, self.upload_dir, self.max_bytes = app, photos, Path(upload_dir), max_bytes
+        self.hops = hops  # trusted proxies in front (recommender.clients): whose address an upload counts against
 
     async def __call__(self, scope, receive, send):
         from starlette.requests import ClientDisconnect
@@ -143,7 +191,11 @@ class InMemoryUploads:
             key = photo_key(data)
             self.photos.forget_disk_copies(key)
             path = str(self.upload_dir / key / name)
-            self.photos.store.put(path, data)
+            try:
+                self.photos.store.put(path, data, client_address(request.headers, request.client and
+                                                                 request.client.host, self.hops))
+            except TooManyUploads as refused:
+                return 429, str(refused).encode()
             paths.append(path)
         return 200, json.dumps(paths).encode()
 

@@ -143,3 +143,47 @@ def test_the_api_cannot_skip_the_queue(fair_app):
 def test_client_address_trusts_only_the_proxies_hops(hops, forwarded, expected):
     headers = {"x-forwarded-for": forwarded} if forwarded else {}
     assert client_address(headers, "10.0.0.1", hops) == expected
+
+
+UPLOAD_FLOOD = 60_000  # tiny uploads from one address
+PER_REQUEST, CONNECTIONS = 50, 16
+
+
+def test_a_flood_of_tiny_uploads_is_refused_and_costs_the_app_nothing(fair_app):
+    """60,000 uploads of a few bytes from 127.0.0.2, 50 a request on 16 connections: beyond its share the address is
+    refused (429, saying when to try again), the app's memory grows by < 100 MB, and 127.0.0.3's searches all
+    succeed meanwhile."""
+    url = fair_app.url
+    before = fair_app.resident_bytes()
+    sent, statuses, messages, lock = [0], {}, [], threading.Lock()
+
+    def flood():
+        with client("127.0.0.2") as http:
+            while True:
+                with lock:
+                    if sent[0] >= UPLOAD_FLOOD:
+                        return
+                    first = sent[0]
+                    sent[0] += PER_REQUEST
+                files = [("files", (f"{first + n}.jpg", f"tiny {first + n}".encode(), "image/jpeg"))
+                         for n in range(PER_REQUEST)]
+                answer = http.post(f"{url}/gradio_api/upload", files=files)
+                with lock:
+                    statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+                    if answer.status_code != 200 and len(messages) < 3:
+                        messages.append(answer.text)
+
+    workers = [threading.Thread(target=flood, daemon=True) for _ in range(CONNECTIONS)]
+    for worker in workers:
+        worker.start()
+    answers = []
+    with client("127.0.0.3") as http:
+        while any(worker.is_alive() for worker in workers) or len(answers) < 3:
+            answers.append(rest_recommend(http, url, new_photo(len(answers) + 5 * 10**9)))
+    for worker in workers:
+        worker.join()
+    grown = fair_app.resident_bytes() - before
+    assert all(status == 200 and "event: complete" in text for status, text in answers), answers[:3]
+    assert statuses.get(429), f"the uploading address was never refused: {statuses}"
+    assert "Too many photos from your address" in messages[0] and "try again in" in messages[0], messages
+    assert grown < 100e6, f"the app grew by {grown / 1e6:.0f} MB"

@@ -30,7 +30,7 @@ from PIL import Image
 import recommender.photos as photos_module
 from app_process import RunningApp, free_port
 from recommender.images import ImageError
-from recommender.photos import InMemoryUploads, Photo, QueryPhotos, UploadStore, VectorCache
+from recommender.photos import InMemoryUploads, Photo, QueryPhotos, TooManyUploads, UploadStore, VectorCache
 
 QUIET_SECONDS = 3
 GRADIO_OWN_FOLDERS = {"vibe_edit_history"}  # Gradio makes it, empty, at start (its code-editor history): no photo
@@ -115,6 +115,21 @@ def test_over_the_byte_budget_the_oldest_bytes_go_first():
     store.put("new", b"abcdef")
     assert store.take("old") == (sha256(b"123456"), None)
     assert store.take("new") == (sha256(b"abcdef"), b"abcdef") and store.held_bytes() == 6
+
+
+def test_one_address_holds_only_its_share_of_unread_uploads(clock):
+    store = UploadStore(unread_seconds=60, client_uploads=3, client_bytes=100)
+    for number in range(3):
+        store.put(f"a/{number}", b"x" * 10, client="127.0.0.2")
+        clock.now += 10
+    with pytest.raises(TooManyUploads, match=r"Too many photos from your address .* try again in 31 s"):
+        store.put("a/3", b"x", client="127.0.0.2")  # its oldest expires in 60 - 30 s
+    store.put("b/0", b"y" * 10, client="127.0.0.3")  # another address is not held back
+    with pytest.raises(TooManyUploads):
+        store.put("b/1", b"y" * 91, client="127.0.0.3")  # nor over its bytes
+    store.release("a/0")  # read by its event: room again
+    store.put("a/3", b"x", client="127.0.0.2")
+    assert store.take("b/0") == (sha256(b"y" * 10), b"y" * 10) and store.held_bytes() == 31
 
 
 # VectorCache and QueryPhotos: vectors by content; a file Gradio wrote is read once and deleted.
