@@ -31,8 +31,8 @@ from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.explain import View, query_embedder  # noqa: E402
 from recommender.page import LiveState, Page, in_memory_image, live_camera  # noqa: E402
-from recommender.photos import (InMemoryUploads, QueryPhotos, delete_mcp_copies, query_image,  # noqa: E402
-                                refuse_server_paths_clearly)
+from recommender.photos import (InMemoryUploads, QueryPhotos, RefuseDeepLinks, delete_mcp_copies,  # noqa: E402
+                                never_record_values, query_image, refuse_server_paths_clearly)
 from recommender.picker import photo_picker  # noqa: E402
 from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
 from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
@@ -143,6 +143,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         query_copy = gr.Textbox(visible=False)  # the photo's small copy, a data URL held by the browser: the server
         # keeps no copy of a photo, and "Why this match?" draws the query's side on this one when it is sent back
 
+        never_record_values([photo, live, query_copy, *why_images, api_image])  # no photo copy in session state
         controls = [k, *filters]
         page_outputs = [gallery, details, status, links, shown, current, vector, query_product]
         # One concurrency group for every event that may run the model (and the cheap ones beside them), so that the
@@ -211,7 +212,7 @@ def main() -> None:
     uploads = Middleware(InMemoryUploads, photos=photos, upload_dir=get_upload_folder(),
                          max_bytes=MAX_UPLOAD_MB * 2**20, hops=proxy_hops())
     demo.launch(css=PAGE_CSS, max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True, run_history=False,
-                app_kwargs={"middleware": [uploads]})
+                app_kwargs={"middleware": [uploads, Middleware(RefuseDeepLinks)]})
 
 
 if __name__ == "__main__":

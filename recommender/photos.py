@@ -23,8 +23,8 @@ import numpy as np
 
 from recommender.clients import client_address
 
-__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "TooManyUploads", "UploadStore", "VectorCache", "photo_key", "query_image",
-           "refuse_server_paths_clearly"]
+__all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "RefuseDeepLinks", "TooManyUploads", "UploadStore",
+           "VectorCache", "never_record_values", "photo_key", "query_image", "refuse_server_paths_clearly"]
 
 UNREAD_SECONDS = 60  # an upload no event reads (the editor's repeats, a refused or abandoned request) is dropped then
 KEY_SECONDS = 600  # an upload's content key outlives its bytes: the editor's later events for one photo find its vector
@@ -383,6 +383,39 @@ def refuse_server_paths_clearly() -> None:
 
     check_and_say_why.says_why = True
     processing_utils._check_allowed = check_and_say_why
+
+
+def never_record_values(components) -> None:
+    """Gradio writes every input's and output's value into the session's state (for deep links, which this app does
+    not offer), and keeps it for as long as the session: for these components (the photo's small copy, live frames,
+    explanation overlays) it records nothing, so no copy of a photo outlives its event."""
+    from gradio.state_holder import SessionState
+
+    private = getattr(SessionState._update_value_in_config, "private_ids", None)
+    if private is None:
+        record = SessionState._update_value_in_config
+
+        def record_unless_private(self, key: int, value):
+            return record(self, key, None if key in record_unless_private.private_ids else value)
+
+        record_unless_private.private_ids = private = set()
+        SessionState._update_value_in_config = record_unless_private
+    private.update(component._id for component in components)
+
+
+class RefuseDeepLinks:
+    """ASGI middleware: Gradio's deep-link route writes the session's component values, a photo's copy among them,
+    into a file of the upload folder that nothing deletes. The app offers no deep links: the route answers 404."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/deep_link"):
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"This app keeps no deep links."})
+            return
+        await self.app(scope, receive, send)
 
 
 def _file_paths(value) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from bench_helpers import ask, drop_page_cache, p50_p95, percentiles
 
-from app_process import RunningApp
+from app_process import BEHIND_A_PROXY, RunningApp, visitor
 
 USERS = (1, 4, 16)  # concurrent gradio_client users
 
@@ -25,7 +25,8 @@ def start_app(bench, warm_up: str, command: list[str] | None = None):
     from gradio_client import Client
 
     started = time.perf_counter()
-    app = RunningApp({"INDEX_DIR": str(bench.catalog), "GRADIO_TEMP_DIR": str(bench.work / "gradio")},
+    app = RunningApp({"INDEX_DIR": str(bench.catalog), "GRADIO_TEMP_DIR": str(bench.work / "gradio"),
+                      **BEHIND_A_PROXY},  # each concurrent user an address of its own
                      bench.work / "app.log", command)
     try:
         app.wait_until_ready()
@@ -107,7 +108,8 @@ def bench_concurrency(bench, app: RunningApp, client) -> None:
             mine = [next(photos) for _ in range(per_user + 1)]
             queries.append([(path, bench.searcher.recommend(path, 8)[0].id) for path in mine])
         barrier, results = context.Barrier(users), context.Queue()
-        workers = [context.Process(target=user, args=(app.url, mine, barrier, results)) for mine in queries]
+        workers = [context.Process(target=user, args=(app.url, mine, barrier, results, number))
+                   for number, mine in enumerate(queries)]
         for worker in workers:
             worker.start()
         outcomes = [results.get(timeout=600) for _ in workers]
@@ -127,12 +129,12 @@ def bench_concurrency(bench, app: RunningApp, client) -> None:
                   f"{failures} errors or wrong answers", "0", failures == 0, gate=True)
 
 
-def user(url: str, queries: list[tuple[str, str]], barrier, results) -> None:
+def user(url: str, queries: list[tuple[str, str]], barrier, results, number: int) -> None:
     """One concurrent user, in a process of its own: a warm-up query, then the others, each checked against the
     id expected first. Puts the queries' (start, end) times and the counts of errors and wrong answers."""
     from gradio_client import Client, handle_file
 
-    client = Client(url, verbose=False, download_files=False)
+    client = Client(url, verbose=False, download_files=False, headers=visitor(number))
     client.predict(image=handle_file(queries[0][0]), k=8, api_name="/recommend")  # warm: connection, session
     barrier.wait()
     spans, errors, wrong = [], 0, 0

@@ -28,6 +28,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Many visitors from one machine, as behind the Spaces proxy: the app trusts one proxy hop, and each simulated
+# visitor names its own address in X-Forwarded-For (recommender/clients.py counts requests per address).
+BEHIND_A_PROXY = {"TRUSTED_PROXY_HOPS": "1"}
+
+
+def visitor(number: int) -> dict:
+    """gradio_client headers of simulated visitor `number`: an address of its own (TEST-NET-3, never routed)."""
+    return {"X-Forwarded-For": f"203.0.{113 + number // 250}.{number % 250 + 1}"}
+
+
 class RunningApp:
     """`python app.py` (or another Gradio `command`) in a subprocess, as on a fresh machine; `url` once it answers.
     As a context manager (`with RunningApp(...) as app:`) it is stopped however the block ends."""

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import synthetic_catalog
-from app_process import QUIET_ENV, ROOT, RunningApp
+from app_process import BEHIND_A_PROXY, QUIET_ENV, ROOT, RunningApp
 
 IMAGE_SIZE = 64  # small and fast; the architecture and code paths are the ones of 224
 MANY_BATCH = 4  # batch size of many_index, and of test_interrupted_build's builds that must end up identical to it
@@ -126,8 +126,8 @@ def many_recommender(many_index):
 @pytest.fixture(scope="session")
 def app(built_index, tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
-    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio")},
-                    folder / "app.log") as running:
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"), **BEHIND_A_PROXY},
+                    folder / "app.log") as running:  # behind a proxy: the load test's visitors have addresses
         running.temp_dir = folder / "gradio"  # Gradio's upload and output cache, for the privacy tests
         yield running.wait_until_ready()
 

@@ -14,7 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import RunningApp
+from app_process import BEHIND_A_PROXY, RunningApp, visitor
 
 CLIENTS, QUERIES, WARM_UP = 16, 100, 25  # warm-up: caches, sessions and the allocator reach steady state
 
@@ -33,7 +33,7 @@ def unseen_photo(image: Image.Image, seed: tuple) -> bytes:
 @pytest.mark.timeout(1800)  # 11-15 min measured on 2 cores shared with other jobs (load average 16-34)
 def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_rows, tmp_path):
     rows = catalog_rows[:CLIENTS]
-    clients = [Client(app.url, verbose=False, download_files=False) for _ in rows]
+    clients = [Client(app.url, verbose=False, download_files=False, headers=visitor(n)) for n in range(len(rows))]
 
     def client_session(number: int, queries: range):
         row, client = rows[number], clients[number]
@@ -77,7 +77,7 @@ def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_row
 @pytest.fixture(scope="module")
 def small_queue_app(built_index, tmp_path_factory):
     """The app with room for two waiting requests (MAX_QUEUE=2) beside the two it runs at once."""
-    with RunningApp({"INDEX_DIR": str(built_index[0]), "MAX_QUEUE": "2"},
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "MAX_QUEUE": "2", **BEHIND_A_PROXY},
                     tmp_path_factory.mktemp("queue") / "log") as running:
         yield running.wait_until_ready()
 
@@ -86,9 +86,10 @@ def test_beyond_the_queue_size_requests_are_refused_and_the_rest_answered(small_
     query = tmp_path / "query.jpg"
     catalog_rows[4]["image"].save(query, quality=92)
 
-    def one_query(_):
+    def one_query(number):  # 24 visitors, one request each: the queue's size refuses, not a visitor's share
         try:
-            _, results = Client(small_queue_app.url, verbose=False, download_files=False).predict(
+            _, results = Client(small_queue_app.url, verbose=False, download_files=False,
+                                headers=visitor(number)).predict(
                 image=handle_file(str(query)), k=3, api_name="/recommend")
             return results[0]["id"]
         except Exception as error:  # gradio_client raises its QueueError for "queue_full"
@@ -117,7 +118,8 @@ def test_a_request_beyond_a_full_queue_is_refused_at_once(small_queue_app, catal
     for number, path in enumerate(photos[:2]):
         path.write_bytes(slow.getvalue() + bytes(number))  # other bytes after the image's end: no cached vector
     catalog_rows[4]["image"].save(photos[2], quality=92)
-    clients = [Client(small_queue_app.url, verbose=False, download_files=False) for _ in range(4)]
+    clients = [Client(small_queue_app.url, verbose=False, download_files=False, headers=visitor(n))
+               for n in range(4)]
 
     def submit(client, path):
         return client.submit(image=handle_file(str(path)), k=3, api_name="/recommend")
