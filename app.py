@@ -26,7 +26,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 
 from recommender.build import BuildFailed  # noqa: E402
 from recommender.catalog import CatalogUnavailable  # noqa: E402
-from recommender.clients import limit_events_per_client, proxy_hops  # noqa: E402
+from recommender.clients import limit_events_per_client, proxy_hops, serve_clients_in_turn  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.explain import View, query_embedder  # noqa: E402
@@ -205,6 +205,7 @@ def main() -> None:
     # api_open=False: /gradio_api/run/... would skip the queue, and with it every limit below
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
     limit_events_per_client(demo._queue, proxy_hops())
+    serve_clients_in_turn(demo._queue, proxy_hops(), "model")
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.
     delete_mcp_copies(photos)

@@ -12,7 +12,8 @@ import math
 import os
 from collections import Counter
 
-__all__ = ["CLIENT_EVENTS", "CLIENT_STREAMS", "client_address", "limit_events_per_client", "proxy_hops"]
+__all__ = ["CLIENT_EVENTS", "CLIENT_STREAMS", "client_address", "limit_events_per_client", "proxy_hops",
+           "serve_clients_in_turn"]
 
 # Events one address may have waiting or running at once: a page's click on a result runs two ("more like this" and
 # "Why this match?"), and a filter changed while a search runs one more. Past it, a request is refused at once.
@@ -64,6 +65,39 @@ def limit_events_per_client(queue, hops: int, events: int = CLIENT_EVENTS, strea
         return await push(body, request, username)
 
     queue.push = push_if_fair
+
+
+def serve_clients_in_turn(queue, hops: int, group: str) -> None:
+    """In concurrency group `group` (the model's), run at most one event per address at a time, and among the
+    waiting events the oldest of an address that runs none. First come, first served would let one address that
+    keeps a few requests waiting hold every model slot, and each other visitor would wait behind them; so one
+    visitor's second search waits for its first (a worker may stay free meanwhile), and another visitor's search
+    takes the next free slot. The other groups (the live stream's) are served as Gradio serves them."""
+    get_events = queue.get_events
+
+    def get_events_in_turn():
+        events = queue.event_queue_per_concurrency_id.get(group)
+        if events is None or not events.queue or (events.concurrency_limit is not None
+                                                  and events.current_concurrency >= events.concurrency_limit):
+            return get_events()
+        running = {_request_address(event.request, hops) for job in queue.active_jobs if job for event in job
+                   if event.concurrency_id == group}
+        turn = next((event for event in events.queue if _request_address(event.request, hops) not in running), None)
+        if turn is None:  # every waiting event's address already runs one: the other groups may go
+            return _other_groups(queue, get_events, group)
+        events.queue.remove(turn)
+        return [turn], False, group
+
+    queue.get_events = get_events_in_turn
+
+
+def _other_groups(queue, get_events, group: str):
+    """Gradio's choice among the groups other than `group`."""
+    held = queue.event_queue_per_concurrency_id.pop(group)
+    try:
+        return get_events()
+    finally:
+        queue.event_queue_per_concurrency_id[group] = held
 
 
 def _held(queue, hops: int) -> Counter:

@@ -66,13 +66,7 @@ class UploadStore:
         """Hold `data` under `path` for `client` (an address); TooManyUploads when that address holds its share."""
         with self._lock:
             self._expire()
-            mine = self._client_paths.get(client, {})
-            if client and (len(mine) >= self._most_uploads
-                           or self._client_bytes[client] + len(data) > self._most_bytes):
-                oldest = self._entries[next(iter(mine))][2] if mine else time.monotonic()
-                wait = max(1, int(self._unread - (time.monotonic() - oldest)) + 1)  # when its oldest expires
-                raise TooManyUploads(f"Too many photos from your address are waiting to be searched "
-                                     f"({len(mine)}): try again in {wait} s.")
+            self._check_room(client, len(data))
             if path in self._entries:
                 self._drop_bytes(path)
                 del self._entries[path]
@@ -82,6 +76,21 @@ class UploadStore:
             self._client_paths.setdefault(client, OrderedDict())[path] = None
             self._client_bytes[client] += len(data)
             self._expire()
+
+    def check_room(self, client: str) -> None:
+        """TooManyUploads if `client` holds its share already: checked before a request's body is read, so that a
+        refused flood costs no parsing."""
+        with self._lock:
+            self._expire()
+            self._check_room(client, 0)
+
+    def _check_room(self, client: str, size: int) -> None:
+        mine = self._client_paths.get(client, {})
+        if client and (len(mine) >= self._most_uploads or self._client_bytes[client] + size > self._most_bytes):
+            oldest = self._entries[next(iter(mine))][2] if mine else time.monotonic()
+            wait = max(1, int(self._unread - (time.monotonic() - oldest)) + 1)  # when its oldest expires
+            raise TooManyUploads(f"Too many photos from your address are waiting to be searched "
+                                 f"({len(mine)}): try again in {wait} s.")
 
     def take(self, path: str) -> tuple[str, bytes | None] | None:
         """(key, bytes) of the upload at `path`, bytes None once released; None for a path never uploaded here (or
@@ -167,6 +176,11 @@ class InMemoryUploads:
         request = Request(scope, receive)
         if "multipart/form-data" not in request.headers.get("content-type", ""):
             return 400, b"Invalid content type."
+        client = client_address(request.headers, request.client and request.client.host, self.hops)
+        try:
+            self.photos.store.check_room(client)
+        except TooManyUploads as refused:
+            return 429, str(refused).encode()
         too_large = f"File size exceeds the maximum allowed size of {self.max_bytes // 2**20} MB.".encode()
         if int(request.headers.get("content-length") or 0) > self.max_bytes + 65536:  # + the multipart framing
             return 413, too_large
@@ -192,8 +206,7 @@ class InMemoryUploads:
             self.photos.forget_disk_copies(key)
             path = str(self.upload_dir / key / name)
             try:
-                self.photos.store.put(path, data, client_address(request.headers, request.client and
-                                                                 request.client.host, self.hops))
+                self.photos.store.put(path, data, client)
             except TooManyUploads as refused:
                 return 429, str(refused).encode()
             paths.append(path)

@@ -30,9 +30,12 @@ def uploaded(http: httpx.Client, url: str, data: bytes) -> dict:
 
 
 def rest_recommend(http: httpx.Client, url: str, data: bytes) -> tuple[int, str]:
-    """Gradio's two-step REST call: (the POST's status, its refusal or the event's stream)."""
-    posted = http.post(f"{url}/gradio_api/call/recommend",
-                       json={"data": [uploaded(http, url, data), 8, "All", "All", "All"]})
+    """The photo uploaded, then Gradio's two-step REST call: (the status, the refusal or the event's stream)."""
+    sent = http.post(f"{url}/gradio_api/upload", files=[("files", ("photo.jpg", data, "image/jpeg"))])
+    if sent.status_code != 200:  # the upload refused (too many from this address): said as the call's refusal
+        return sent.status_code, sent.text
+    image = {"path": sent.json()[0], "meta": {"_type": "gradio.FileData"}}
+    posted = http.post(f"{url}/gradio_api/call/recommend", json={"data": [image, 8, "All", "All", "All"]})
     if posted.status_code != 200:
         return posted.status_code, posted.text
     return 200, http.get(f"{url}/gradio_api/call/recommend/{posted.json()['event_id']}").text
