@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import functools
+import html
 import io
 import threading
 import time
@@ -24,6 +25,7 @@ from .search import ANY, Recommender, UnknownProduct
 
 __all__ = ["LiveMatch", "LiveState", "Page", "Product", "in_memory_image", "live_camera"]
 
+MAX_DATA_URL_BYTES = 20 * 2**20  # what a data URL may carry (the upload limit): a larger one is not decoded
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
 LIVE_MODEL_SHARE = 0.5  # of the live model's time, at most, for the live frames of all viewers together: after a
@@ -387,7 +389,8 @@ class Page:
         if not product_id:
             return [gr.skip()] * 8
         if str(product_id) not in self.recommender.row_of_id:
-            gr.Warning(f"No product with id '{product_id}' in this catalog.")
+            # the id comes from the address bar: escaped and cut, never markup of a link's making
+            gr.Warning(f"No product with id '{html.escape(str(product_id)[:64])}' in this catalog.")
             return [gr.skip()] * 8
         return self.more_like(product_id, k, gender, article_type, colour)
 
@@ -483,9 +486,10 @@ def _data_url(jpeg: bytes | None) -> str:
 
 
 def _from_data_url(url: str | None) -> bytes | None:
-    """The bytes of a base64 data URL; None for anything else (to_rgb then says no image was given)."""
+    """The bytes of a base64 data URL; None for anything else, and for one over MAX_DATA_URL_BYTES, which is never
+    decoded (to_rgb then says no image was given). The page sends frames and a 224 px copy: a few tens of kB."""
     header, _, payload = (url or "").partition(",")
-    if not (header.startswith("data:") and header.endswith(";base64")):
+    if not (header.startswith("data:") and header.endswith(";base64")) or len(payload) > MAX_DATA_URL_BYTES * 4 / 3:
         return None
     try:
         return base64.b64decode(payload, validate=True)

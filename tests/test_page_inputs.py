@@ -1,0 +1,26 @@
+"""What the page's handlers take from a client as it is sent: a data URL and the address bar's ?item= (issue 21)."""
+
+from types import SimpleNamespace
+
+import recommender.page as page_module
+from recommender.page import Page
+from recommender.photos import QueryPhotos
+
+
+def test_a_data_url_over_the_limit_is_never_decoded(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(page_module, "MAX_DATA_URL_BYTES", 3000)
+    monkeypatch.setattr(page_module.base64, "b64decode", lambda *a, **k: decoded.append(a) or b"x")
+    assert page_module._from_data_url("data:image/jpeg;base64," + "A" * 4004) is None  # 3,003 bytes
+    assert not decoded
+    assert page_module._from_data_url("data:image/jpeg;base64," + "A" * 4000) == b"x"
+
+
+def test_a_shared_link_to_an_unknown_item_is_echoed_as_text(recommender, monkeypatch):
+    said = []
+    monkeypatch.setattr(page_module.gr, "Warning", said.append)
+    page = Page(recommender, QueryPhotos(lambda data: None))
+    forged = "<img src=x onerror=alert(1)>" + "A" * 200
+    page.opened(8, "All", "All", "All", SimpleNamespace(query_params={"item": forged}))
+    assert said and "<img" not in said[0] and "&lt;img" in said[0] and len(said[0]) < 150, said
+
