@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,9 +400,10 @@ def swap_into_place(built: Path, target: Path) -> None:
     generations = _generations(target)
     generations.mkdir(parents=True, exist_ok=True)
     generation = _new_generation(generations)
-    os.replace(built, generation)
-    _record_verified(IndexFiles(generation))
-    _link(target, generation)
+    with _held(generation):  # until the link points at it: a cleanup racing this swap must not take it first
+        os.replace(built, generation)
+        _record_verified(IndexFiles(generation))
+        _link(target, generation)
     remove_unheld(target)
 
 
@@ -412,7 +414,9 @@ def adopt(target: Path) -> Path:
     if target.is_dir() and not target.is_symlink():
         generations = _generations(target)
         generations.mkdir(parents=True, exist_ok=True)
-        _link(target, _new_generation(generations))
+        generation = _new_generation(generations)
+        with _held(generation):  # _link moves the folder there before it links it: not to be removed meanwhile
+            _link(target, generation)
     return target.resolve()
 
 
@@ -430,20 +434,33 @@ def hold(generation: Path):
 def remove_unheld(target: Path) -> None:
     """Remove the generations of `target` that are not current and that no process holds."""
     target = Path(target)
-    generations, current = _generations(target), target.resolve()
+    generations = _generations(target)
     if not generations.is_dir():
         return
     for path in generations.iterdir():
-        if not path.is_dir() or path == current:
+        if not path.is_dir():
             continue
         with open(path.with_name(path.name + ".lock"), "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # an app still answers from it, or may show its images
+            except BlockingIOError:  # an app still answers from it, or may show its images, or a swap links it
+                continue
+            # Which one is current is read now, under the lock, not once before the loop: another process's swap
+            # may have linked this one since. No swap can link it from here on: a swap holds its generation
+            # (_held) from before the folder exists until the link points at it.
+            if path == target.resolve():
                 continue
             shutil.rmtree(path, ignore_errors=True)
             for extra in (".verified.json", ".lock"):
                 path.with_name(path.name + extra).unlink(missing_ok=True)
+
+
+@contextmanager
+def _held(generation: Path):
+    """A shared lock on `generation`, as `hold` takes, but taken before the folder exists (its name is new)."""
+    with open(generation.with_name(generation.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
 
 
 def _generations(target: Path) -> Path:

@@ -1,6 +1,7 @@
 """The vector index: exact re-ranking over Annoy candidates from PCA-reduced vectors, and the on-disk format."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -125,6 +126,75 @@ def test_an_index_folder_from_before_generations_is_adopted_in_place(tmp_path):
     (tmp_path / "index" / "manifest.json").write_text("{}")
     generation = adopt(tmp_path / "index")
     assert (tmp_path / "index").is_symlink() and (generation / "manifest.json").read_text() == "{}"
+
+
+PARTS = ("vectors.npy", "annoy.ann", "items.parquet")  # stand-ins: what a race test needs is that every file is there
+
+
+def _write_generation(folder, label):
+    """A small complete fake index: its parts, then a manifest naming them (written last, as a build does)."""
+    folder.mkdir()
+    for name in PARTS:
+        (folder / name).write_text(label)
+    (folder / "manifest.json").write_text(json.dumps({"label": label, "files": PARTS}))
+
+
+def _complete(generation) -> bool:
+    try:
+        parts = json.loads((generation / "manifest.json").read_text())["files"]
+    except (OSError, ValueError):
+        return False
+    return all((generation / name).is_file() for name in parts)
+
+
+def _swap_repeatedly(target, worker, rounds):
+    for number in range(rounds):
+        built = target.with_name(f"built-{worker}")
+        _write_generation(built, f"{worker}-{number}")
+        swap_into_place(built, target)  # which also removes the generations nobody holds
+
+
+def _clean_repeatedly(target, stop):
+    while not stop.is_set():
+        remove_unheld(target)
+
+
+def test_the_served_generation_is_never_removed_by_cleanups_racing_swaps(tmp_path):
+    """Swaps and cleanups in several processes at once (a build, the app's refresh, a download): whenever a reader
+    resolves the index link, as the app does, it finds a complete generation it can hold, never a removed one."""
+    import multiprocessing
+
+    target = tmp_path / "index"
+    _write_generation(tmp_path / "first", "first")
+    swap_into_place(tmp_path / "first", target)
+    context = multiprocessing.get_context("spawn")  # no fork of a test process that may have threads
+    stop = context.Event()
+    swappers = [context.Process(target=_swap_repeatedly, args=(target, worker, 200)) for worker in range(3)]
+    cleaners = [context.Process(target=_clean_repeatedly, args=(target, stop)) for _ in range(2)]
+    for process in swappers + cleaners:
+        process.start()
+    problems, looks = set(), 0
+    try:
+        while any(process.is_alive() for process in swappers) and len(problems) < 3:
+            generation = target.resolve()
+            lock = hold(generation)
+            looks += 1
+            if lock is None:  # removed: fine only if the link has moved on to a newer one meanwhile
+                if target.resolve() == generation:
+                    problems.add(f"the link points at {generation.name}, which was removed")
+                continue
+            with lock:
+                if not _complete(generation):
+                    problems.add(f"{generation.name}, held, is incomplete: {sorted(os.listdir(generation))}")
+    finally:
+        stop.set()
+        for process in swappers + cleaners:
+            process.join(timeout=30)
+            if process.is_alive():  # hung: not left behind the test
+                process.kill()
+    assert not problems, f"after {looks} looks: {sorted(problems)}"
+    assert [process.exitcode for process in swappers + cleaners] == [0] * 5
+    assert _complete(target.resolve()), "the link left pointing at a removed or incomplete generation"
 
 
 def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(built_index, tmp_path, monkeypatch):
