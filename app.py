@@ -134,7 +134,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         example_gallery = gr.Gallery(examples(page),
                                      columns=8, height=200, fit_columns=False, allow_preview=False,
                                      object_fit="contain", show_label=False, elem_id="examples")
-        api_image = query_image(photos, visible=False)  # the API's input: a plain image file, no editor state
+        api_image = query_image(photos, MAX_UPLOAD_MB * 2**20, visible=False)  # the API's input: a plain image file, no editor state
         api_id = gr.Textbox(visible=False)
         api_product = gr.Textbox(visible=False)
         # ids in the gallery; the catalog product on show; the photo's vector and cells (the photo itself is not kept)

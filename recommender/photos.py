@@ -4,8 +4,9 @@
 Every file this app receives is a query photo (a page upload, a webcam snapshot, a paste, a crop, an API file), so
 `InMemoryUploads` answers Gradio's upload route itself and holds the bytes in `UploadStore` until the event that
 uses them reads them. Gradio's image editor uploads its layers again and again while a photo is on show (dozens of
-uploads for one photo, some after the last event): on disk they would stay until the app stops. Files that Gradio
-writes itself for an API image given as a URL are read and deleted by `QueryPhotos.open`; any other path a request
+uploads for one photo, some after the last event): on disk they would stay until the app stops. An API image given
+as a URL is fetched into the same store (`fetch_photo`: Gradio's host checks, a byte cap and a deadline); any other
+path a request
 names (a catalog image Gradio would serve, an index file, a file of Gradio's folder) is refused and left untouched.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -441,7 +443,7 @@ def _file_paths(value) -> list[str]:
     return []
 
 
-def query_image(photos: QueryPhotos, **options):
+def query_image(photos: QueryPhotos, max_bytes: int = 20 * 2**20, **options):
     """gr.Image for the API whose value, for the handler, is a `Photo`: the file is never opened by Gradio, so EXIF,
     alpha and CMYK are handled in one place (recommender.images) and a file Gradio cannot open gets our message.
     (Wrapped, not subclassed: Gradio writes a .pyi stub next to every component subclass.)"""
@@ -451,13 +453,20 @@ def query_image(photos: QueryPhotos, **options):
 
     from .images import ImageError
 
+    from gradio.utils import get_upload_folder
+
     image = gr.Image(type="filepath", image_mode=None, **options)
     move = image.async_move_resource_to_block_cache
 
-    async def move_and_note_downloads(url_or_file_path):  # Gradio fetches a URL image here (SSRF-checked)
-        path = await move(url_or_file_path)
-        if path and is_http_url_like(str(url_or_file_path)):
-            photos.downloaded(path)
+    async def move_or_fetch(url_or_file_path):  # where Gradio would download a URL image whole, to disk
+        if not is_http_url_like(str(url_or_file_path)):
+            return await move(url_or_file_path)
+        try:
+            data = await fetch_photo(str(url_or_file_path), max_bytes)
+        except ImageError as error:
+            raise gr.Error(str(error)) from None
+        path = str(Path(get_upload_folder()) / photo_key(data) / "url-photo")
+        photos.store.put(path, data)  # held in memory like an upload, read once by preprocess
         return path
 
     def preprocess(payload):
@@ -468,9 +477,60 @@ def query_image(photos: QueryPhotos, **options):
         except ImageError as error:
             raise gr.Error(str(error)) from None
 
-    image.async_move_resource_to_block_cache = move_and_note_downloads
+    image.async_move_resource_to_block_cache = move_or_fetch
     image.preprocess = preprocess
     return image
+
+
+# a photo's URL must deliver it within this (URL_PHOTO_SECONDS): a server that sends slowly holds a worker no longer
+URL_SECONDS = float(os.environ.get("URL_PHOTO_SECONDS", "2"))
+MAX_REDIRECTS = 20  # as Gradio
+
+
+async def fetch_photo(url: str, max_bytes: int) -> bytes:
+    """The photo at an http(s) URL, into memory, checked as Gradio checks a URL (safehttpx: the host resolved and
+    refused unless public, at every redirect; Gradio's allow-list of Hugging Face hosts), but streamed: refused
+    (images.ImageError) past `max_bytes` or URL_SECONDS, where Gradio would download the whole file to disk first."""
+    import asyncio
+    from urllib.parse import urljoin
+
+    import httpx
+    import safehttpx
+    from gradio.processing_utils import PUBLIC_HOSTNAME_WHITELIST
+
+    from .images import ImageError
+
+    too_large = ImageError(f"The photo at that URL is larger than {max_bytes // 2**20} MB; send a smaller one.",
+                           "too large")
+    try:
+        async with asyncio.timeout(URL_SECONDS):
+            for _ in range(MAX_REDIRECTS + 1):
+                host = httpx.URL(url).host
+                transport = None if safehttpx.matches_domain_whitelist(host, PUBLIC_HOSTNAME_WHITELIST) else \
+                    safehttpx.AsyncSecureTransport(await safehttpx.async_validate_url(host))
+                async with httpx.AsyncClient(transport=transport, timeout=URL_SECONDS) as client, \
+                        client.stream("GET", url, follow_redirects=False) as response:
+                    if response.has_redirect_location:
+                        url = urljoin(str(response.url), response.headers["Location"])
+                        continue
+                    if response.status_code != 200:
+                        raise ImageError(f"The photo's URL answered {response.status_code}: check the address.",
+                                         "url failed")
+                    if int(response.headers.get("content-length") or 0) > max_bytes:
+                        raise too_large
+                    data = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        data += chunk
+                        if len(data) > max_bytes:
+                            raise too_large
+                    return bytes(data)
+            raise ImageError(f"The photo's URL redirected more than {MAX_REDIRECTS} times.", "url failed")
+    except TimeoutError:
+        raise ImageError(f"The photo at that URL did not arrive within {URL_SECONDS} s; try again, or upload it.",
+                         "url failed") from None
+    except (httpx.HTTPError, ValueError) as error:  # safehttpx refuses a private address with ValueError
+        raise ImageError(f"The photo's URL could not be fetched: {error or type(error).__name__}", "url failed") \
+            from None
 
 
 class VectorCache:

@@ -28,7 +28,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import recommender.photos as photos_module
-from app_process import RunningApp, free_port
+from app_process import BEHIND_A_PROXY, RunningApp, free_port, visitor
 from recommender.images import ImageError
 from recommender.photos import InMemoryUploads, Photo, QueryPhotos, TooManyUploads, UploadStore, VectorCache
 
@@ -341,11 +341,11 @@ def test_gradio_keeps_no_path_of_any_photo_after_its_event(tmp_path, monkeypatch
 
 class PhotoProxy:
     """A plain-HTTP proxy on 127.0.0.1 that answers every absolute URL ("GET http://photos.hf.co/a.jpg") itself,
-    with `pictures[url]` (404 without), once `held[url]` (a threading.Event), if any, is set; `requests` lists the
-    URLs asked for."""
+    with `pictures[url]` (404 without), once `held[url]` (a threading.Event), if any, is set, or with an endless body
+    for a URL in `endless` (`sent` counts its bytes); `requests` lists the URLs asked for."""
 
     def __init__(self):
-        self.pictures, self.held, self.requests = {}, {}, []
+        self.pictures, self.held, self.requests, self.endless, self.sent = {}, {}, [], {}, {}
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -353,6 +353,17 @@ class PhotoProxy:
                 proxy.requests.append(self.path)
                 if self.path in proxy.held:
                     proxy.held[self.path].wait(60)
+                if self.path in proxy.endless:  # 64 kB every `endless[path]` seconds, for as long as it is read
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.end_headers()
+                    try:
+                        while True:
+                            self.wfile.write(b"\xff" * 65536)
+                            proxy.sent[self.path] = proxy.sent.get(self.path, 0) + 65536
+                            time.sleep(proxy.endless[self.path])
+                    except OSError:  # the app hung up
+                        return
                 body = proxy.pictures.get(self.path)
                 if body is None:
                     return self.send_error(404)
@@ -386,6 +397,7 @@ def photo_app(built_index, tmp_path_factory, proxy):
     """The app with its own temp dir, URLs fetched through `proxy`, and a queue of one waiting request."""
     folder = tmp_path_factory.mktemp("photo-app")
     env = {"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"), "MAX_QUEUE": "1",
+           "URL_PHOTO_SECONDS": "90", **BEHIND_A_PROXY,  # test_a_full_queue_refuses_with_a_clear_error holds downloads for a while
            **{name: proxy.url for name in ("HTTP_PROXY", "http_proxy")},
            **{name: "127.0.0.1,localhost" for name in ("NO_PROXY", "no_proxy")}}  # not photos.hf.co
     running = RunningApp(env, folder / "app.log")
@@ -399,6 +411,10 @@ def photo_app(built_index, tmp_path_factory, proxy):
 @pytest.fixture(scope="module")
 def photo_client(photo_app):
     return Client(photo_app.url, verbose=False, download_files=False)
+
+
+def visitor_client(app, number: int):
+    return Client(app.url, verbose=False, download_files=False, headers=visitor(number))
 
 
 def top_id(client, image) -> str:
@@ -533,7 +549,8 @@ def test_a_full_queue_refuses_with_a_clear_error(photo_app, left_nowhere, photo_
     busy = {f"http://photos.hf.co/slow-{number}.jpg": number for number in range(CONCURRENCY)}
     for url, number in busy.items():  # every worker waits for its download until the test lets it go
         proxy.pictures[url], proxy.held[url] = jpeg(catalog_rows[number]["image"]), threading.Event()
-    busy_jobs = {number: photo_client.submit(image=handle_file(url), k=3, api_name="/recommend")
+    # each request a visitor of its own: the app runs one request per address at a time (recommender/clients.py)
+    busy_jobs = {number: visitor_client(photo_app, number).submit(image=handle_file(url), k=3, api_name="/recommend")
                  for url, number in busy.items()}
     photos = {number: jpeg(catalog_rows[number]["image"]) for number in range(10, 14)}
     try:
@@ -541,8 +558,9 @@ def test_a_full_queue_refuses_with_a_clear_error(photo_app, left_nowhere, photo_
             f"The proxy was asked for {proxy.requests}; queue status "
             f"{httpx.get(f'{photo_app.url}/gradio_api/queue/status', timeout=10).json()}; app log:\n"
             f"{photo_app.output()[-3000:]}"))
-        jobs = {number: photo_client.submit(image=handle_file(written(tmp_path, f"q{number}.jpg", data)), k=3,
-                                            api_name="/recommend") for number, data in photos.items()}
+        jobs = {number: visitor_client(photo_app, number).submit(
+            image=handle_file(written(tmp_path, f"q{number}.jpg", data)), k=3, api_name="/recommend")
+            for number, data in photos.items()}
         until(lambda: sum(job.done() for job in jobs.values()) >= len(jobs) - 1)  # MAX_QUEUE=1: one may wait
     finally:
         for url in busy:
@@ -585,3 +603,29 @@ def test_nothing_is_left_once_the_app_stops(photo_app):
     photo_app.stop()
     assert photo_app.process.returncode is not None
     assert leftovers(photo_app.temp_dir) == [], "left in Gradio's temp dir"
+
+
+def test_a_url_that_never_ends_is_refused_at_the_byte_cap(photo_app, photo_client, proxy, catalog_rows, tmp_path):
+    """A URL that streams without end, fast (2 GB would come next): refused once 20 MB have arrived, in memory,
+    with the app's memory back within bounds, and the next request answered."""
+    url = "http://photos.hf.co/endless.jpg"
+    proxy.endless[url] = 0.0
+    before = photo_app.resident_bytes()
+    with pytest.raises(Exception, match="larger than 20 MB"):
+        photo_client.predict(image=handle_file(url), k=3, api_name="/recommend")
+    assert proxy.sent[url] < 100 * 2**20, f"{proxy.sent[url] / 2**20:.0f} MB sent before the app hung up"
+    assert photo_app.resident_bytes() - before < 300e6
+    assert top_id(photo_client, handle_file(written(tmp_path, "next.jpg", jpeg(catalog_rows[3]["image"])))) == \
+        str(catalog_rows[3]["id"])
+
+
+def test_a_url_that_sends_slowly_is_refused_at_its_deadline(proxy, monkeypatch):
+    """64 kB a second: the download is abandoned after URL_SECONDS with a message saying so (through the same
+    proxy, so the host checks are Gradio's allow-list as in the app)."""
+    url = "http://photos.hf.co/slow-endless.jpg"
+    proxy.endless[url] = 1.0
+    monkeypatch.setattr(photos_module, "URL_SECONDS", 0.5)
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, proxy.url)
+    with pytest.raises(ImageError, match="did not arrive within 0.5 s"):
+        asyncio.run(photos_module.fetch_photo(url, 20 * 2**20))
