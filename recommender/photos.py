@@ -6,8 +6,8 @@ Every file this app receives is a query photo (a page upload, a webcam snapshot,
 uses them reads them. Gradio's image editor uploads its layers again and again while a photo is on show (dozens of
 uploads for one photo, some after the last event): on disk they would stay until the app stops. An API image given
 as a URL is fetched into the same store (`fetch_photo`: Gradio's host checks, a byte cap and a deadline); any other
-path a request
-names (a catalog image Gradio would serve, an index file, a file of Gradio's folder) is refused and left untouched.
+path a request names (a catalog image Gradio would serve, an index file, a file of Gradio's folder) is refused and
+left untouched.
 """
 
 from __future__ import annotations
