@@ -598,13 +598,6 @@ def test_an_upload_cut_off_mid_body(photo_app, left_nowhere, photo_client, catal
     left_nowhere(data[:len(data) // 2], other)
 
 
-def test_nothing_is_left_once_the_app_stops(photo_app):
-    """Last in this file: every photo above, after the app has stopped (Gradio deletes what it recorded)."""
-    photo_app.stop()
-    assert photo_app.process.returncode is not None
-    assert leftovers(photo_app.temp_dir) == [], "left in Gradio's temp dir"
-
-
 def test_a_url_that_never_ends_is_refused_at_the_byte_cap(photo_app, photo_client, proxy, catalog_rows, tmp_path):
     """A URL that streams without end, fast (2 GB would come next): refused once 20 MB have arrived, in memory,
     with the app's memory back within bounds, and the next request answered."""
@@ -629,3 +622,10 @@ def test_a_url_that_sends_slowly_is_refused_at_its_deadline(proxy, monkeypatch):
         monkeypatch.setenv(name, proxy.url)
     with pytest.raises(ImageError, match="did not arrive within 0.5 s"):
         asyncio.run(photos_module.fetch_photo(url, 20 * 2**20))
+
+
+def test_nothing_is_left_once_the_app_stops(photo_app):
+    """Last in this file: every photo above, after the app has stopped (Gradio deletes what it recorded)."""
+    photo_app.stop()
+    assert photo_app.process.returncode is not None
+    assert leftovers(photo_app.temp_dir) == [], "left in Gradio's temp dir"
