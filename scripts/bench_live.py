@@ -24,7 +24,7 @@ from bench_helpers import ask, p50_p95, percentiles  # first: it puts tests/ on 
 from PIL import Image
 
 from app import LIVE_EVERY  # noqa: E402
-from app_process import RunningApp, resident_bytes  # noqa: E402
+from app_process import RunningApp, resident_bytes, visitor  # noqa: E402
 from fake_camera import frame_showing, jpeg, write_y4m  # noqa: E402
 from live_viewer import ScriptedViewer  # noqa: E402
 from synthetic_catalog import many_products  # noqa: E402
@@ -51,9 +51,9 @@ def bench_live(bench, app, client) -> None:
             "--no-sandbox", "--disable-background-networking", "--disable-gpu", "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
         try:
-            viewers = [start_viewer(browser, app.url)]
+            viewers = [start_viewer(browser, app.url, 0)]
             alone = rates(viewers)[0]
-            viewers += [start_viewer(browser, app.url) for _ in range(VIEWERS - 1)]
+            viewers += [start_viewer(browser, app.url, number) for number in range(1, VIEWERS)]
             lowest_priority()  # once every page is up: a starved renderer is slow to show a page
             time.sleep(3)  # every viewer streaming
             before = [frames_searched(page) for page in viewers]
@@ -267,9 +267,11 @@ def lowest_priority() -> None:
             pass  # gone, or not ours
 
 
-def start_viewer(browser, url: str):
-    """A page on the Live tab, streaming its camera; returns once its first results are shown."""
-    page = browser.new_context(permissions=["camera"]).new_page()
+def start_viewer(browser, url: str, number: int = 0):
+    """A page on the Live tab, streaming its camera; returns once its first results are shown. Each viewer is a
+    visitor of its own (an address in X-Forwarded-For: the served app trusts one proxy hop, and allows one live
+    stream per address)."""
+    page = browser.new_context(permissions=["camera"], extra_http_headers=visitor(number)).new_page()
     page.set_default_timeout(120_000)  # a busy machine renders slowly
     page.goto(url)
     page.get_by_role("tab", name="Live").click()
