@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import math
+import itertools
 import threading
 import time
 import uuid
 
 from app import LIVE_EVERY
+
+
+_ADDRESSES = itertools.count()
 
 
 class ScriptedViewer(threading.Thread):
@@ -27,7 +31,7 @@ class ScriptedViewer(threading.Thread):
         self.frames = ["data:image/jpeg;base64," + base64.b64encode(frame).decode() for frame in frames]
         # a visitor of its own where the app trusts a proxy hop (one live stream per address); else the socket's
         self.http = httpx.Client(base_url=url + "/gradio_api", timeout=120,
-                                 headers={"X-Forwarded-For": f"198.51.100.{id(self) % 250 + 1}"})
+                                 headers={"X-Forwarded-For": f"198.51.100.{next(_ADDRESSES) % 250 + 1}"})
         config = httpx.get(url + "/config", timeout=60).json()
         values = {component["id"]: component.get("props", {}).get("value") for component in config["components"]}
         by_name = {dependency.get("api_name"): dependency for dependency in config["dependencies"]}
