@@ -292,12 +292,7 @@ def bench_search(count: int, target: Path, queries: np.ndarray, report: Report, 
     report.target(f"unfiltered recall@10 at {count:,}", f"{recall:.3f}", ">= 0.97", recall >= 0.97, gate=True)
     for name, filters, wanted in (("50%", {"gender": "Men"}, 100), ("1%", {"article_type": "Type 7"}, 10)):
         rows = searcher.matching_rows(filters)
-        truth = brute_force(index.vectors, queries, rows, 10)
-        same, milliseconds = 0, []
-        for query, expected in zip(queries, truth):
-            results, elapsed = timed(searcher.nearest, query, 10, rows)
-            same += {searcher.row_of(result.id) for result in results} == set(expected.tolist())
-            milliseconds.append(elapsed)
+        same, milliseconds = filtered_against_brute_force(searcher, queries, rows)
         p50 = percentiles(milliseconds)[0]
         report.add(section, f"{count:,} products: filtered to {name} ({len(rows):,} rows), exact search and result "
                    f"assembly; the same top 10 as brute force for {same}/{len(queries)} queries",
@@ -307,18 +302,24 @@ def bench_search(count: int, target: Path, queries: np.ndarray, report: Report, 
                       "all", same == len(queries), gate=True)
     rows = searcher.matching_rows({"gender": "Men"})
     unlike = np.load(target.parent / "unlike.npy")
-    truth = brute_force(index.vectors, unlike, rows, 10)
-    same, milliseconds = 0, []
-    for query, expected in zip(unlike, truth):
-        results, elapsed = timed(searcher.nearest, query, 10, rows)
-        same += {searcher.row_of(result.id) for result in results} == set(expected.tolist())
-        milliseconds.append(elapsed)
+    same, milliseconds = filtered_against_brute_force(searcher, unlike, rows)
     report.add(section, f"{count:,} products: filtered to 50%, queries unlike the catalog (another generator's "
                "vectors: loose bounds, a pass over every stored vector), exact search and result assembly; the same "
                f"top 10 as brute force for {same}/{len(unlike)}", p50_p95(milliseconds))
     report.target(f"filtered results exact for queries unlike the catalog at {count:,}",
                   f"{same}/{len(unlike)} the same top 10", "all", same == len(unlike), gate=True)
     return searcher
+
+
+def filtered_against_brute_force(searcher: Recommender, queries: np.ndarray, rows: np.ndarray) -> tuple[int, list]:
+    """(how many queries got brute force's top 10 over `rows`, each search's milliseconds)."""
+    truth = brute_force(searcher.index.vectors, queries, rows, 10)
+    same, milliseconds = 0, []
+    for query, expected in zip(queries, truth):
+        results, elapsed = timed(searcher.nearest, query, 10, rows)
+        same += {searcher.row_of(result.id) for result in results} == set(expected.tolist())
+        milliseconds.append(elapsed)
+    return same, milliseconds
 
 
 def brute_force(vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
