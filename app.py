@@ -30,7 +30,7 @@ from recommender.clients import limit_events_per_client, proxy_hops, serve_clien
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.explain import View, query_embedder  # noqa: E402
-from recommender.page import LiveState, Page, in_memory_image, live_camera  # noqa: E402
+from recommender.page import LiveState, Page, api_endpoint, in_memory_image, live_camera  # noqa: E402
 from recommender.photos import (InMemoryUploads, QueryPhotos, RefuseDeepLinks, delete_mcp_copies,  # noqa: E402
                                 never_record_values, query_image, refuse_server_paths_clearly)
 from recommender.picker import photo_picker  # noqa: E402
@@ -68,18 +68,19 @@ def query_photos(recommender: Recommender) -> QueryPhotos:
     return QueryPhotos(query_embedder(recommender.embedder), cacheable=View.without_picture)
 
 
-FILTERS = (("gender", "Gender"), ("article_type", "Article type"), ("colour", "Colour"))  # field, label
+APP_TITLE = os.environ.get("APP_TITLE", "Find similar fashion products")  # a shop's own catalog, its own words
+APP_DESCRIPTION = os.environ.get(
+    "APP_DESCRIPTION", "Choose a photo, take one with your camera, or paste one; drag on it to frame the garment if "
+    "there is more in the picture. Or go **Live** and point the camera at a product.")
 
 
 def examples(page: Page) -> list[tuple[str, str]]:
-    return [(e.image_path, e.metadata["articleType"] or e.name) for e in page.examples]
+    return [(e.image_path, page.recommender.example_label(e)) for e in page.examples]
 
 
 def header(recommender: Recommender) -> str:
-    return ("# Find similar fashion products\nChoose a photo, take one with your camera, or paste one; drag on it to "
-            "frame the garment if there is more in the picture. Or go **Live** and point the camera at a product. The most "
-            f"similar of {recommender.manifest['count']:,} catalog products appear on the right: click one for more "
-            "like it.")
+    return (f"# {APP_TITLE}\n{APP_DESCRIPTION} The most similar of {recommender.manifest['count']:,} catalog products "
+            "appear on the right: click one for more like it.")
 
 
 def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | None = None) -> gr.Blocks:
@@ -91,7 +92,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
     gr.set_static_paths([recommender.files.images.resolve()])  # galleries link to the index's images, no copies
     if isinstance(indexes, IndexHolder):  # and to a new index's, once it serves
         indexes.on_switch.append(lambda new: gr.set_static_paths([new.files.images.resolve()]))
-    with gr.Blocks(title="Fashion visual search", delete_cache=(60, 60)) as demo:
+    with gr.Blocks(title=APP_TITLE, delete_cache=(60, 60)) as demo:
         title = gr.Markdown(header(recommender))
         if recommender.uses_random_weights:
             gr.Markdown("**Warning: this index was built with random model weights (a test setting), so the "
@@ -110,8 +111,11 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                                          buttons=[])
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
                 with gr.Row():
-                    filters = [gr.Dropdown([ANY, *recommender.filter_choices(name)], value=ANY, label=label,
-                                           filterable=True, elem_id=name, min_width=100) for name, label in FILTERS]
+                    # one per filter column of the index's catalog (gender, article type, colour by default); an
+                    # index with other filters is refused while the app runs (recommender/refresh.py)
+                    filters = [gr.Dropdown([ANY, *recommender.filter_choices(name)], value=ANY, label=f["label"],
+                                           filterable=True, elem_id=name, min_width=100)
+                               for name, f in recommender.filters.items()]
                 find = gr.Button("Find similar products", variant="primary")
             with gr.Column(scale=2, min_width=300):
                 status = gr.Markdown(elem_id="status")
@@ -160,11 +164,11 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                     stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
                     concurrency_id="live", show_progress="hidden", **live_only)
         live_tab.select(page.live_opened, None, None, show_progress="hidden", **private)  # loads the live model
-        live_match.change(page.live_results, [live_match, *controls, live_state], page_outputs,
+        live_match.change(page.live_results, [live_match, live_state, *controls], page_outputs,
                           concurrency_limit=LIVE_VIEWERS, show_progress="hidden", **live_only)
         gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
-        gallery.select(page.clicked, [shown, *controls, why], page_outputs, trigger_mode="always_last", **private)
+        gallery.select(page.clicked, [shown, why, *controls], page_outputs, trigger_mode="always_last", **private)
         gallery.select(page.why_clicked, [why, shown, current, vector, query_copy],
                        [why_panel, why_text, *why_images, why_details], trigger_mode="always_last", **private)
         example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last",
@@ -174,11 +178,14 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         def index_at_page_load():  # a page opened after a new index came in: that index's size, filters, examples
             current = page.recommender
             return header(current), examples(page), *(gr.Dropdown([ANY, *current.filter_choices(name)])
-                                                       for name, _ in FILTERS)
+                                                       for name in current.filters)
 
         demo.load(index_at_page_load, None, [title, example_gallery, *filters], **private)
-        api_image.change(page.recommend, [api_image, *controls], [gallery, details], api_name="recommend", **model)
-        api_id.change(page.similar, [api_id, *controls], [gallery, details], api_name="similar", **model)
+        # the API's filter parameters are named after the index's filter columns (recommender/page.py)
+        api_image.change(api_endpoint(page.recommend, recommender), [api_image, *controls], [gallery, details],
+                         api_name="recommend", **model)
+        api_id.change(api_endpoint(page.similar, recommender), [api_id, *controls], [gallery, details],
+                      api_name="similar", **model)
         api_product.change(page.explain, [api_image, api_id, api_product], [*why_images, why_details],
                            api_name="explain", **model)
     return demo

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .catalog import METADATA_FIELDS, Catalog, Product
+from .catalog import Catalog, Columns, Product
 from .checkpoint import Checkpoint
 from .config import Settings
 from .embedder import Embedder, probe_image
@@ -237,7 +237,7 @@ def write_index(files: IndexFiles, vectors: np.ndarray, items: list[dict], embed
         np.save(files.hashes, hashes, allow_pickle=False)
     else:
         files.hashes.unlink(missing_ok=True)  # one left by an earlier attempt would not match these rows
-    _write_items(files, items)
+    _write_items(files, items, Columns.from_manifest(source.get("columns")).fields)
     np.save(files.probe, embedder.embed(probe_image(embedder.size)[None])[0], allow_pickle=False)
     _remove_extra_images(files, len(items))
     manifest = _manifest(source, settings, embedder, skipped, index)
@@ -295,12 +295,12 @@ def _content_digest(product: Product) -> bytes | None:
         return None  # to_rgb says what is wrong with the file
 
 
-def _write_items(files: IndexFiles, items: list[dict]) -> None:
+def _write_items(files: IndexFiles, items: list[dict], fields) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     # Every field as text (or null): catalogs disagree on types (year as int or str), the gallery shows text.
-    columns = {name: [_as_text(item.get(name)) for item in items] for name in ("id", *METADATA_FIELDS)}
+    columns = {name: [_as_text(item.get(name)) for item in items] for name in ("id", *fields)}
     pq.write_table(pa.table(columns, schema=pa.schema([(name, pa.string()) for name in columns])), files.items)
 
 

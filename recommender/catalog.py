@@ -1,20 +1,34 @@
-"""Read a product catalog (Hub dataset id, local parquet files or an image folder) as a stream of products."""
+"""Read a product catalog (Hub dataset id, parquet, a CSV or JSON Lines table, or an image folder) as a stream of
+products, with `Columns` saying which of the table's columns holds the id, the image, the name, the link, the price
+and the filters."""
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
+import keyword
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["CatalogUnavailable", "Catalog", "Product", "METADATA_FIELDS", "load_catalog"]
+__all__ = ["CatalogUnavailable", "Catalog", "Columns", "Product", "METADATA_FIELDS", "load_catalog"]
 
-# The Hub dataset's metadata columns, in its own names; every catalog is read into this shape.
+# The Hub dataset's metadata columns, in its own names: the default schema, and the fields of an image folder.
 METADATA_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour",
                    "season", "year", "usage", "productDisplayName")
+# The default schema's filters keep the API parameter names and labels they had before filters came from the index.
+DEFAULT_FILTERS = {"gender": ("gender", "Gender"), "articleType": ("article_type", "Article type"),
+                   "baseColour": ("colour", "Colour")}  # column -> (parameter, label)
+RESULT_KEYS = ("id", "name", "link", "price", "distance", "similarity")  # what every result has besides its fields
+NOT_PARAMETERS = {"image", "k", "id", "product_id", "api_name", "fn_index", "result_callbacks"}  # taken in the API
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FLAGS = {"id": "--id-column", "image": "--image-column", "name": "--name-column", "link": "--link-column",
+         "price": "--price-column"}
 
 
 class CatalogUnavailable(RuntimeError):
@@ -33,54 +47,216 @@ class Product:
         return self.image_bytes if self.image_bytes is not None else self.image_path
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which column of a catalog table holds what, as clip-retrieval's --url_col/--caption_col say it; the defaults
+    are the Hub dataset's schema. `resolve` checks them against a table's own columns, before any image is read,
+    and fills in `fields`: every column but the id and the image, kept for each product under its own name."""
+    id: str = "id"
+    image: str = "image"
+    name: str | None = None  # None: productDisplayName where the table has it, else results are named by id
+    link: str | None = None  # the product's page in the shop
+    price: str | None = None
+    filters: tuple[str, ...] | None = None  # None: those of gender, articleType, baseColour the table has
+    fields: tuple[str, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        return replace(self, fields=()) == Columns()
+
+    def resolve(self, available: list[str], where: str) -> "Columns":
+        """These columns checked against `available` (a table's, in its order); CatalogUnavailable names the
+        columns that exist and the flag to use when one is missing."""
+        available = list(available)
+        wanted = [(FLAGS[role], getattr(self, role)) for role in FLAGS if getattr(self, role)]
+        wanted += [("--filter-columns", name) for name in self.filters or ()]
+        for flag, name in wanted:
+            if name not in available:
+                raise CatalogUnavailable(f"{where} has no column '{name}' ({flag}). Its columns are: "
+                                         f"{', '.join(available) or 'none'}. Name the right one with {flag}.")
+        name = self.name or ("productDisplayName" if "productDisplayName" in available else None)
+        filters = self.filters if self.filters is not None else tuple(c for c in DEFAULT_FILTERS if c in available)
+        fields = tuple(c for c in available if c not in (self.id, self.image))
+        resolved = replace(self, name=name, filters=tuple(filters), fields=fields)
+        roles = {"id": self.id, "name": name, "link": self.link, "price": self.price}
+        for key in RESULT_KEYS:  # a column under a result key's name would be hidden by that key in every result
+            if key in fields and roles.get(key) != key:
+                role = f" (from {FLAGS[key]} {roles[key]})" if roles.get(key) else ""
+                raise CatalogUnavailable(f"{where}: its column '{key}' would be hidden by each result's own "
+                                         f"'{key}'{role}. Rename the column, or map it with {FLAGS.get(key, 'a flag')}.")
+        resolved.filter_parameters()  # refuses names the API cannot take
+        return resolved
+
+    def filter_parameters(self) -> list[dict]:
+        """One API parameter per filter column: {"column", "parameter", "label"}. The default schema's columns keep
+        their old parameters (gender, article_type, colour); another column's parameter is its name in lower
+        case with every run of other characters than letters and digits made "_"."""
+        parameters = []
+        for column in self.filters or ():
+            parameter, label = DEFAULT_FILTERS.get(column) or (
+                re.sub(r"\W+", "_", column).strip("_").lower(), column.replace("_", " ").strip().capitalize())
+            if not parameter.isidentifier() or keyword.iskeyword(parameter) or parameter in NOT_PARAMETERS or \
+                    parameter in (p["parameter"] for p in parameters):
+                raise CatalogUnavailable(
+                    f"The filter column '{column}' cannot be an API parameter (as '{parameter}': "
+                    f"{'taken' if parameter.isidentifier() else 'not a name'}). Rename the column: letters, digits "
+                    f"and '_', starting with a letter, none of {', '.join(sorted(NOT_PARAMETERS))}.")
+            parameters.append({"column": column, "parameter": parameter, "label": label})
+        return parameters
+
+    def to_manifest(self) -> dict:
+        return {"id": self.id, "image": self.image, "name": self.name, "link": self.link, "price": self.price,
+                "filters": self.filter_parameters(), "fields": list(self.fields)}
+
+    @classmethod
+    def from_manifest(cls, recorded: dict | None) -> "Columns":
+        """The mapping an index was built with; an index built before mappings existed has the default schema."""
+        if not recorded:
+            return cls(name="productDisplayName", filters=tuple(DEFAULT_FILTERS), fields=METADATA_FIELDS)
+        return cls(id=recorded["id"], image=recorded["image"], name=recorded["name"], link=recorded["link"],
+                   price=recorded["price"], filters=tuple(f["column"] for f in recorded["filters"]),
+                   fields=tuple(recorded["fields"]))
+
+
 @dataclass
 class Catalog:
     rows: Iterator[Product]
     total: int | None  # for the progress bar; None when the source does not say
-    source: dict = field(default_factory=dict)  # recorded in the manifest
+    source: dict = field(default_factory=dict)  # recorded in the manifest; source["columns"]: the mapping
+    columns: Columns = field(default_factory=lambda: Columns.from_manifest(None))
 
 
 def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
-                 revision: str | None = None) -> Catalog:
-    """Open `dataset`: a folder of images, parquet file(s) (path or glob) in the Hub schema, or a Hub id."""
+                 revision: str | None = None, columns: Columns | None = None) -> Catalog:
+    """Open `dataset`: a folder of images, a CSV or JSON Lines table, parquet file(s) (path or glob), or a Hub id;
+    a table's columns as `columns` says (default: the Hub dataset's schema), checked before any image is read."""
     import datasets  # imported here so that the app starts without it when an index is present
 
     datasets.logging.set_verbosity_error()
+    columns = columns or Columns()
     path = Path(dataset).expanduser()
     if path.is_dir() and not _parquet_files(path):
+        if not columns.is_default:
+            raise CatalogUnavailable(f"{path} is a folder of images: the column flags (--id-column, ...) name the "
+                                     "columns of a table. Give a CSV, JSON Lines or parquet file that lists the "
+                                     "images, or leave the flags out.")
         stream, total, source = _image_folder(datasets, path)
+        columns = Columns.from_manifest(None)
+    elif path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
+        stream, total, source, columns = _table(path, TABLE_SUFFIXES[path.suffix.lower()], columns)
     elif path.exists() or glob.has_magic(dataset) or dataset.endswith(".parquet"):
-        stream, total, source = _parquet(datasets, path, dataset)
+        stream, total, source, columns = _parquet(datasets, path, dataset, columns)
     else:
-        stream, total, source = _hub(datasets, dataset, split, revision)
+        stream, total, source, columns = _hub(datasets, dataset, split, revision, columns)
     source["split"] = split if source["kind"] == "hub" else None
     source["limit"] = limit
+    source["columns"] = columns.to_manifest()  # a build with another mapping is another build (no resume)
     if limit is not None:
         stream = islice(stream, limit)
         total = limit if total is None else min(total, limit)
-    return Catalog(rows=stream, total=total, source=source)
+    return Catalog(rows=stream, total=total, source=source, columns=columns)
 
 
 def _parquet_files(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*.parquet"))
 
 
-def _parquet(datasets, path: Path, pattern: str):
+def _parquet(datasets, path: Path, pattern: str, columns: Columns):
     import pyarrow.parquet as pq
 
     files = _parquet_files(path) if path.is_dir() else sorted(glob.glob(os.path.expanduser(pattern)))
     if not files:
         raise CatalogUnavailable(f"No parquet file matches {pattern}.")
     try:
-        columns = set(pq.read_schema(files[0]).names)
+        available = pq.read_schema(files[0]).names
         total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     except Exception as error:
         raise CatalogUnavailable(f"{files[0]} is not a readable parquet file ({error}).") from None
-    if "image" not in columns:
-        raise CatalogUnavailable(f"{files[0]} has no 'image' column; expected the columns of "
-                                 f"ashraq/fashion-product-images-small: id, {', '.join(METADATA_FIELDS)}, image.")
+    columns = columns.resolve(available, files[0])
     stream = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
-    return _products(datasets, stream), total, {"kind": "parquet", "id": pattern, "files": len(files)}
+    folder = Path(files[0]).parent  # image paths in a parquet table are relative to its folder
+    return (_products(datasets, stream, columns, tables=folder), total, {"kind": "parquet", "id": pattern, "files": len(files)},
+            columns)
+
+
+def _table(path: Path, kind: str, columns: Columns):
+    """A CSV (delimiter detected: , ; tab or |) or JSON Lines table whose image column holds file paths, relative to
+    the table's folder or absolute. Read once through before any image is, to check its columns and rows and count
+    them; every value is kept as text."""
+    try:
+        available, total = _csv_columns(path) if kind == "csv" else _jsonl_columns(path)
+    except UnicodeDecodeError as error:
+        raise CatalogUnavailable(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8 "
+                                 "(\"CSV UTF-8\" in a spreadsheet).") from None
+    columns = columns.resolve(available, str(path))
+    rows = _csv_rows(path) if kind == "csv" else _jsonl_rows(path)
+    first_image = next((row.get(columns.image) for row in rows if row.get(columns.image)), None)
+    if isinstance(first_image, str) and re.match(r"[a-z]+://", first_image, re.I):
+        raise CatalogUnavailable(f"The image column '{columns.image}' of {path} holds addresses ({first_image[:80]}): "
+                                 "the build reads image files. Download the images first and give their paths, "
+                                 "relative to the table's folder or absolute.")
+    stream = (_product(row, columns, path.parent) for row in (_csv_rows(path) if kind == "csv" else _jsonl_rows(path)))
+    return stream, total, {"kind": kind, "id": str(path)}, columns
+
+
+def _csv_dialect(file) -> dict:
+    sample = file.read(64 * 1024)
+    file.seek(0)
+    try:
+        return {"delimiter": csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter}
+    except csv.Error:  # one column, or too regular to tell: a comma
+        return {"delimiter": ","}
+
+
+def _csv_columns(path: Path) -> tuple[list[str], int]:
+    with path.open(newline="", encoding="utf-8-sig") as file:  # -sig: spreadsheets write a byte-order mark
+        reader = csv.reader(file, **_csv_dialect(file))
+        header = next(reader, None)
+        if not header or not any(header):
+            raise CatalogUnavailable(f"{path} is empty: its first line must name the columns.")
+        total = 0
+        for total, row in enumerate(reader, 1):
+            if row and len(row) != len(header):
+                raise CatalogUnavailable(f"{path}, line {reader.line_num}: {len(row)} fields where the header has "
+                                         f"{len(header)}. Quote values that hold the delimiter.")
+    return [name.strip() for name in header], total
+
+
+def _csv_rows(path: Path) -> Iterator[dict]:
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file, **_csv_dialect(file))
+        header = [name.strip() for name in next(reader)]
+        for row in reader:
+            if row:
+                yield {name: value if value.strip() else None for name, value in zip(header, row)}
+
+
+def _jsonl_columns(path: Path) -> tuple[list[str], int]:
+    names, total = {}, 0
+    with path.open(encoding="utf-8-sig") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise CatalogUnavailable(f"{path}, line {number}: not JSON ({error}).") from None
+            if not isinstance(row, dict):
+                raise CatalogUnavailable(f"{path}, line {number}: a JSON object per line is expected, not "
+                                         f"{type(row).__name__}.")
+            names.update(dict.fromkeys(row))
+            total += 1
+    if not total:
+        raise CatalogUnavailable(f"{path} holds no rows.")
+    return list(names), total
+
+
+def _jsonl_rows(path: Path) -> Iterator[dict]:
+    with path.open(encoding="utf-8-sig") as file:
+        for line in file:
+            if line.strip():
+                yield {name: json.dumps(value) if isinstance(value, (dict, list)) else value
+                       for name, value in json.loads(line).items()}
 
 
 def _image_folder(datasets, folder: Path):
@@ -89,7 +265,7 @@ def _image_folder(datasets, folder: Path):
         raise CatalogUnavailable(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     stream = datasets.load_dataset("imagefolder", data_dir=str(folder), split="train", streaming=True)
     styles = _read_styles(folder)
-    return (_products(datasets, stream, folder=folder, styles=styles), len(files),
+    return (_products(datasets, stream, Columns.from_manifest(None), folder=folder, styles=styles), len(files),
             {"kind": "folder", "id": str(folder), "styles_csv": bool(styles)})
 
 
@@ -113,7 +289,7 @@ def _read_styles(folder: Path) -> dict[str, dict]:
     return styles
 
 
-def _hub(datasets, repo_id: str, split: str, revision: str | None):
+def _hub(datasets, repo_id: str, split: str, revision: str | None, columns: Columns):
     from huggingface_hub import HfApi
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
@@ -133,30 +309,52 @@ def _hub(datasets, repo_id: str, split: str, revision: str | None):
         stream = datasets.load_dataset(repo_id, split=split, revision=sha, streaming=True)
     except Exception as error:
         raise CatalogUnavailable(f"Could not open split '{split}' of '{repo_id}': {error}") from None
+    if stream.features:  # from the dataset's card or files: checked before any image is downloaded
+        columns = columns.resolve(list(stream.features), f"The dataset '{repo_id}'")
     splits = stream.info.splits or {}
     total = splits[split].num_examples if split in splits else None  # from the dataset card, when it says
-    return _products(datasets, stream), total, {"kind": "hub", "id": repo_id, "revision": sha}
+    return _products(datasets, stream, columns), total, {"kind": "hub", "id": repo_id, "revision": sha}, columns
 
 
-def _products(datasets, stream, folder: Path | None = None, styles: dict | None = None) -> Iterator[Product]:
-    """Rows with the image left encoded: decoding is the build's job, in worker threads, where a bad image
+def _product(row: dict, columns: Columns, folder: Path | None) -> Product:
+    """A table's row as a Product: the id as text, the fields, the image as bytes or a path (made absolute from the
+    table's `folder`). The image is left encoded: decoding is the build's job, in worker threads, where a bad image
     is counted and skipped instead of stopping the stream."""
-    stream = stream.cast_column("image", datasets.Image(decode=False))
-    labels = stream.features.get("label") if stream.features and folder else None
+    image = row.get(columns.image)
+    if isinstance(image, dict):  # a datasets Image: bytes and/or a path
+        data, path = image.get("bytes"), image.get("path")
+    else:
+        data, path = (image, None) if isinstance(image, (bytes, bytearray)) else (None, image)
+    if data is None and isinstance(path, str) and path.strip() and folder is not None:
+        path = str(folder / Path(path.strip()).expanduser())  # an absolute path stays as it is
+    product_id = row.get(columns.id)
+    return Product(id=str(product_id).strip() if product_id is not None else None,
+                   metadata={name: row.get(name) for name in columns.fields}, image_bytes=data,
+                   image_path=path if isinstance(path, str) and path.strip() else None)
+
+
+def _products(datasets, stream, columns: Columns, tables: Path | None = None, folder: Path | None = None,
+              styles: dict | None = None) -> Iterator[Product]:
+    """The products of a datasets stream: a table's rows (images relative to the `tables` folder), or an image
+    folder's files (`folder`, with its styles.csv's metadata)."""
+    image_column = "image" if folder is not None else columns.image
+    if isinstance((stream.features or {}).get(image_column), datasets.Image):
+        stream = stream.cast_column(image_column, datasets.Image(decode=False))
+    if folder is None:
+        yield from (_product(row, columns, tables) for row in stream)
+        return
+    labels = stream.features.get("label") if stream.features else None
     for row in stream:
         image = row["image"] or {}
-        metadata = {name: row.get(name) for name in METADATA_FIELDS}
-        if folder is not None:
-            relative = Path(image["path"]).relative_to(folder) if image.get("path") else None
-            product_id = str(relative.with_suffix("").as_posix()) if relative else None
-            if styles and relative and relative.stem in styles:
-                product_id, metadata = relative.stem, styles[relative.stem]
-            else:
-                if labels is not None and row.get("label") is not None:
-                    metadata["articleType"] = labels.int2str(row["label"])  # the sub-folder's name
-                metadata["productDisplayName"] = relative.stem if relative else None
+        metadata = {name: None for name in METADATA_FIELDS}
+        relative = Path(image["path"]).relative_to(folder) if image.get("path") else None
+        product_id = str(relative.with_suffix("").as_posix()) if relative else None
+        if styles and relative and relative.stem in styles:
+            product_id, metadata = relative.stem, styles[relative.stem]
         else:
-            product_id = row.get("id")
+            if labels is not None and row.get("label") is not None:
+                metadata["articleType"] = labels.int2str(row["label"])  # the sub-folder's name
+            metadata["productDisplayName"] = relative.stem if relative else None
         yield Product(
             id=str(product_id) if product_id is not None else None,
             metadata=metadata,

@@ -7,7 +7,9 @@ import base64
 import contextvars
 import functools
 import html
+import inspect
 import io
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -112,22 +114,19 @@ class Page:
 
     # The API: plain values in, (gallery, results) out, as documented in the README and used by MCP agents.
     @_one_index
-    def recommend(self, image: Photo | None, k: int = 8, gender: str = ANY, article_type: str = ANY,
-                  colour: str = ANY):
+    def recommend(self, image: Photo | None, k: int = 8, *filters: str):
         """Find the catalog products that look most like a photo.
 
         Args:
             image: a photo of a garment, shoe or accessory (JPEG, PNG, WebP, ...).
             k: how many products to return, 1 to 50.
-            gender: only products for this gender (e.g. "Men", "Women"), or "All".
-            article_type: only this article type (e.g. "Tshirts", "Watches"), or "All".
-            colour: only this base colour (e.g. "Blue", "Black"), or "All".
+            {filters}
 
         Returns:
             A gallery of (product image, caption) and the results, best first, each with id, name,
             distance (euclidean, 0 = identical), similarity (cosine) and the catalog's metadata.
         """
-        filters = _filters(gender, article_type, colour)
+        filters = self._filters(filters)
         if image is None:
             raise gr.Error(str(ImageError("No image was given: upload a photo, take one with the webcam, or paste "
                                           "one.", "no image")))
@@ -140,24 +139,22 @@ class Page:
             raise gr.Error(str(error)) from None
         finally:
             self.photos.store.release(image.path)
-        return _gallery(results), _records(results)
+        return _gallery(results, self.recommender), _records(results)
 
     @_one_index
-    def similar(self, id: str, k: int = 8, gender: str = ANY, article_type: str = ANY, colour: str = ANY):
+    def similar(self, id: str, k: int = 8, *filters: str):
         """More like this: the catalog products most similar to catalog product `id` (never itself).
 
         Args:
             id: a product id from an earlier result.
             k: how many products to return, 1 to 50.
-            gender: only products for this gender (e.g. "Men", "Women"), or "All".
-            article_type: only this article type (e.g. "Tshirts", "Watches"), or "All".
-            colour: only this base colour (e.g. "Blue", "Black"), or "All".
+            {filters}
 
         Returns:
             A gallery of (product image, caption) and the results, best first, as for recommend.
         """
-        results, _ = self._search(Product(str(id)), k, _filters(gender, article_type, colour))
-        return _gallery(results), _records(results)
+        results, _ = self._search(Product(str(id)), k, self._filters(filters))
+        return _gallery(results, self.recommender), _records(results)
 
     @_one_index
     def explain(self, image: Photo | None = None, id: str | None = None, product_id: str = ""):
@@ -225,7 +222,7 @@ class Page:
 
     # The page.
     @_one_index
-    def search_photo(self, k, gender, article_type, colour, event: gr.EventData):
+    def search_photo(self, event: gr.EventData, k, *filters):
         """The picker sent a photo, a snapshot, a paste or a crop (recommender/picker.py; the upload's path is in the
         event's data): search it. The session keeps its vector and cells (for re-runs and "Why this match?"); its
         small copy goes to the browser (the last output), not into the session. A photo that cannot be searched is
@@ -243,7 +240,7 @@ class Page:
         except ImageError as error:
             gr.Warning(str(error))
             return *_refused(f"**Your photo was not searched.** {error}"), ""
-        return *self._page(query.without_picture(), k, gender, article_type, colour, started=started), \
+        return *self._page(query.without_picture(), k, filters, started=started), \
             _data_url(picture)
 
     def cleared(self):
@@ -287,12 +284,12 @@ class Page:
         return live, LiveMatch(vector, started)
 
     @_one_index
-    def live_results(self, match: LiveMatch | None, k, gender, article_type, colour, live: LiveState | None):
+    def live_results(self, match: LiveMatch | None, live: LiveState | None, k, *filters):
         """The results of a live frame that live_frame embedded: PAGE_OUTPUTS."""
         if match is None:
             return [gr.skip()] * 8
         live = live or LiveState()
-        outputs = self._page(match.vector, k, gender, article_type, colour, started=match.started)
+        outputs = self._page(match.vector, k, filters, started=match.started)
         outputs[2] = (f"Live: {outputs[2]} (frame {live.searched}; not searched: {live.skipped} unchanged, "
                       f"{live.deferred} while the model was busy)")
         return outputs
@@ -356,34 +353,34 @@ class Page:
         return vector
 
     @_one_index
-    def rerun(self, current, vector, k, gender, article_type, colour):
+    def rerun(self, current, vector, k, *filters):
         """k, a filter or the button: search again for what is on show (a product, or the photo's vector)."""
         if current:
-            return self.more_like(current, k, gender, article_type, colour)
+            return self.more_like(current, k, *filters)
         if vector is None:
             return [gr.skip()] * 8
-        outputs = self._page(vector, k, gender, article_type, colour)
+        outputs = self._page(vector, k, filters)
         outputs[7] = gr.skip()
         return outputs
 
     @_one_index
-    def more_like(self, product_id, k, gender, article_type, colour):
+    def more_like(self, product_id, k, *filters):
         """A catalog product becomes the query: shown on the left, its neighbours on the right."""
         product = self.recommender.product(product_id)
-        return self._page(Product(product.id), k, gender, article_type, colour)
+        return self._page(Product(product.id), k, filters)
 
     @_one_index
-    def clicked(self, shown, k, gender, article_type, colour, why: bool, event: gr.SelectData):
+    def clicked(self, shown, why: bool, event: gr.SelectData, k, *filters):
         if why:
             return [gr.skip()] * 8  # "Why this match?" is on: why_clicked answers the click
-        return self.more_like(shown[event.index], k, gender, article_type, colour)
+        return self.more_like(shown[event.index], k, *filters)
 
     @_one_index
-    def example_clicked(self, k, gender, article_type, colour, event: gr.SelectData):
-        return self.more_like(self.examples[event.index].id, k, gender, article_type, colour)
+    def example_clicked(self, event: gr.SelectData, k, *filters):
+        return self.more_like(self.examples[event.index].id, k, *filters)
 
     @_one_index
-    def opened(self, k, gender, article_type, colour, request: gr.Request):
+    def opened(self, request: gr.Request, k, *filters):
         """A shared link, ?item=<id>: show that product and the products like it."""
         product_id = request.query_params.get("item") if request else None
         if not product_id:
@@ -392,12 +389,16 @@ class Page:
             # the id comes from the address bar: escaped and cut, never markup of a link's making
             gr.Warning(f"No product with id '{html.escape(str(product_id)[:64])}' in this catalog.")
             return [gr.skip()] * 8
-        return self.more_like(product_id, k, gender, article_type, colour)
+        return self.more_like(product_id, k, *filters)
 
-    def _page(self, query, k, gender, article_type, colour, started=None) -> list:
+    def _filters(self, values) -> dict:
+        """The filter controls' values (in the index's order of filters) by API parameter."""
+        return dict(zip(self.recommender.filters, values))
+
+    def _page(self, query, k, filters: tuple, started=None) -> list:
         """PAGE_OUTPUTS for `query`: a catalog Product, a photo's View or a live frame's vector."""
-        results, status = self._search(query, k, _filters(gender, article_type, colour), started)
-        gallery = gr.Gallery(_gallery(results), selected_index=None)  # new results: no old selection shown
+        results, status = self._search(query, k, self._filters(filters), started)
+        gallery = gr.Gallery(_gallery(results, self.recommender), selected_index=None)  # new results: no old selection shown
         if isinstance(query, Product):
             product = self.recommender.product(query.id)
             shown_query = gr.Image(product.image_path, label=f"More like this: {product.name}", visible=True)
@@ -502,16 +503,38 @@ def _refused(status: str) -> list:
     return [[], [], status, "", [], None, None, gr.Image(visible=False)]
 
 
-def _filters(gender, article_type, colour) -> dict:
-    return {"gender": gender, "article_type": article_type, "colour": colour}
+def api_endpoint(method, recommender: Recommender):
+    """Page.recommend or Page.similar (leading parameters, k, then the values of the filters) as a function whose
+    signature names each filter of the index's catalog, default "All", and whose docstring describes it: Gradio names
+    the API's parameters from the signature, and describes the MCP tools from the docstring."""
+    filters = list(recommender.filters.values())
+    leading = [p for p in inspect.signature(method).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    named = [inspect.Parameter(f["parameter"], inspect.Parameter.POSITIONAL_OR_KEYWORD, default=ANY, annotation=str)
+             for f in filters]
+
+    def endpoint(*values):
+        return method(*values)
+
+    lines = []
+    for f in filters:
+        known = ", ".join(f'"{value}"' for value in recommender.filter_choices(f["parameter"])[:2])
+        lines.append(f'{f["parameter"]}: only products whose {f["label"].lower()} is this (e.g. {known}), '
+                     f'or "{ANY}".')
+    endpoint.__signature__ = inspect.Signature([*leading, *named])
+    endpoint.__name__ = endpoint.__qualname__ = method.__name__
+    endpoint.__doc__ = method.__doc__.replace("{filters}", "\n            ".join(lines)).replace(
+        "            \n", "")
+    return endpoint
 
 
-def _gallery(results) -> list[tuple[str, str]]:
-    return [(result.image_path, _caption(result)) for result in results]
+def _gallery(results, recommender: Recommender) -> list[tuple[str, str]]:
+    columns = [f["column"] for f in recommender.filters.values()]
+    return [(result.image_path, _caption(result, columns)) for result in results]
 
 
-def _caption(result) -> str:
-    facts = [result.metadata.get("articleType"), result.metadata.get("baseColour"), f"{result.similarity:.0%} similar"]
+def _caption(result, filter_columns) -> str:
+    """The product's name; its price, its values of the catalog's filters and the similarity."""
+    facts = [result.price, *(result.metadata.get(column) for column in filter_columns), f"{result.similarity:.0%} similar"]
     return f"{result.name}\n{' · '.join(str(fact) for fact in facts if fact)}"
 
 
@@ -520,14 +543,27 @@ def _records(results) -> list[dict]:
 
 
 def _links(results) -> str:
+    """A link per result to share it, and to the product's page in the shop when the catalog has one (http and
+    https only: a catalog's text is not trusted to make a link that runs code)."""
     if not results:
         return ""
-    return "Share a result: " + " · ".join(f"[{number}](?item={quote(result.id)} \"{result.name}\")"
-                                           for number, result in enumerate(results, 1))
+    shared = "Share a result: " + " · ".join(f"[{number}](?item={quote(result.id)} \"{_title(result.name)}\")"
+                                             for number, result in enumerate(results, 1))
+    shop = [f"[{number}]({quote(result.link, safe=SAFE_IN_URL)} \"{_title(result.name)}\")"
+            for number, result in enumerate(results, 1) if re.match(r"https?://", result.link or "", re.I)]
+    return shared + ("  \nIn the shop: " + " · ".join(shop) if shop else "")
+
+
+SAFE_IN_URL = ":/?&=#%+@,;~!$*"  # kept as they are in a shop's link; spaces, quotes, brackets and the like quoted
+
+
+def _title(text: str) -> str:
+    return str(text).replace("\\", "").replace('"', "'")
 
 
 def _status(recommender, results, filters, milliseconds, query) -> str:
-    chosen = [f"{name.replace('_', ' ')} = {value}" for name, value in filters.items() if value not in (None, "", ANY)]
+    chosen = [f"{recommender.filters[name]['label'].lower()} = {value}" for name, value in filters.items()
+              if value not in (None, "", ANY)]
     rows = recommender.matching_rows(filters)
     pool = len(recommender.items) if rows is None else len(rows)
     subject = f"More like **{recommender.product(query.id).name}**: " if isinstance(query, Product) else ""

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .build import _prepared_batches
-from .catalog import METADATA_FIELDS, Catalog, CatalogUnavailable, Product, _parquet_files
+from .catalog import Catalog, CatalogUnavailable, Columns, Product, _parquet_files, _product
 from .config import Settings
 
 __all__ = ["RayEngine"]
@@ -75,7 +75,7 @@ class RayEngine:
         context.enable_progress_bars = False  # the build's own bar below counts rows saved in order
         context.print_on_execution_start = False
         embedded = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map_batches(
-            _EmbedRows, fn_constructor_args=(embedder.settings, batch_size), batch_size=1, batch_format="numpy",
+            _EmbedRows, fn_constructor_args=(embedder.settings, batch_size, catalog.columns), batch_size=1, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=self.worker_cpus)
         # Ray Data's actors default to max_restarts=-1, max_task_retries=-1: a worker that dies is started again and
         # its task runs again (tests/test_ray_build.py kills one)
@@ -168,7 +168,7 @@ class _EmbedRows:
     threads while the model embeds the batch before (recommender.build's own code), and yields one batch at a time:
     row numbers, ids, items, skip reasons, vectors, cells and thumbnails."""
 
-    def __init__(self, settings: Settings, batch_size: int):
+    def __init__(self, settings: Settings, batch_size: int, columns: Columns):
         import ray
 
         threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
@@ -179,12 +179,12 @@ class _EmbedRows:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         from .embedder import Embedder
 
-        self.embedder, self.batch_size = Embedder(settings), batch_size
+        self.embedder, self.batch_size, self.columns = Embedder(settings), batch_size, columns
         self.decoders = ThreadPoolExecutor(max_workers=min(4, threads + 1))
 
     def __call__(self, task: dict):
         start, pieces = int(task["start"][0]), json.loads(task["pieces"][0])
-        products = _read_products(pieces)
+        products = _read_products(pieces, self.columns)
         for offset, batch in enumerate(_prepared_batches(products, self.embedder.size, self.decoders,
                                                          self.batch_size)):
             yield self._embed(start + offset * self.batch_size, batch)
@@ -210,22 +210,15 @@ class _EmbedRows:
         }
 
 
-def _read_products(pieces) -> list[Product]:
-    """The rows of `pieces` as recommender.catalog reads a parquet catalog's: id as text, metadata, encoded image."""
+def _read_products(pieces, columns: Columns) -> list[Product]:
+    """The rows of `pieces` as recommender.catalog reads a parquet catalog's (the same function makes them)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tables = []
     for name, group, first, end in pieces:
         file = pq.ParquetFile(name)
-        columns = [c for c in ("id", *METADATA_FIELDS, "image") if c in file.schema_arrow.names]
-        tables.append(file.read_row_group(group, columns=columns).slice(first, end - first))
-    products = []
-    for row in pa.concat_tables(tables, promote_options="default").to_pylist() if tables else []:
-        image = row.get("image")
-        image = image if isinstance(image, dict) else {"bytes" if isinstance(image, bytes) else "path": image}
-        product_id = row.get("id")
-        products.append(Product(id=str(product_id) if product_id is not None else None,
-                                metadata={name: row.get(name) for name in METADATA_FIELDS},
-                                image_bytes=image.get("bytes"), image_path=image.get("path")))
-    return products
+        wanted = [c for c in (columns.id, *columns.fields, columns.image) if c in file.schema_arrow.names]
+        tables.append(file.read_row_group(group, columns=wanted).slice(first, end - first))
+    rows = pa.concat_tables(tables, promote_options="default").to_pylist() if tables else []
+    return [_product(row, columns, Path(pieces[0][0]).parent) for row in rows]

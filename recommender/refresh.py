@@ -45,6 +45,9 @@ class IndexHolder:
             return False
         try:
             recommender = Recommender.load(generation, weights=self.weights, embedder=self.current.embedder)
+            if list(recommender.filters) != list(self.current.filters):  # the page's dropdowns, the API's parameters
+                raise IndexUnusable(f"its filters ({', '.join(recommender.filters) or 'none'}) are not the served "
+                                    f"index's ({', '.join(self.current.filters) or 'none'}): restart the app for it.")
         except (IndexUnusable, OSError) as error:
             lock.close()
             self._refused = generation

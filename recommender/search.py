@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import METADATA_FIELDS
+from .catalog import Columns
 from .config import Settings
 from .embedder import Embedder, probe_image
 from .index import IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest
 
-__all__ = ["FILTERS", "MAX_K", "Recommender", "Result", "UnknownProduct"]
+__all__ = ["MAX_K", "Recommender", "Result", "UnknownProduct"]
 
 MAX_K = 50  # a gallery of more than 50 is not browsed; larger k only costs time
-FILTERS = {"gender": "gender", "article_type": "articleType", "colour": "baseColour"}  # API name -> catalog field
 ANY = "All"  # a filter set to this (or left empty) does not filter
 
 
@@ -31,11 +30,14 @@ class Result:
     distance: float  # exact euclidean distance between unit vectors, in [0, 2]
     similarity: float  # cosine similarity, 1 - distance^2 / 2
     image_path: str  # the product's thumbnail inside the index folder
-    metadata: dict
+    metadata: dict  # every column of the catalog but the id and the image, under its own name
+    link: str | None = None  # the product's page in the shop, when the catalog maps one
+    price: str | None = None
 
     def to_dict(self) -> dict:
-        fields = asdict(self)
-        return {**{k: v for k, v in fields.items() if k not in ("metadata", "image_path")}, **self.metadata}
+        own = {k: v for k, v in asdict(self).items() if k not in ("metadata", "image_path")
+               and (v is not None or k not in ("link", "price"))}
+        return {**own, **self.metadata}
 
 
 class Recommender:
@@ -49,10 +51,13 @@ class Recommender:
         self.search_k = manifest["index"]["search_k"]
         # one dict of ids (about 130 MB and 0.5 s at 1M products), the rest of the metadata stays columnar
         self.row_of_id = dict(zip(items.column("id"), range(len(items))))
-        self._rows_by_value = {name: _rows_by_value(items.table, field) for name, field in FILTERS.items()}
+        self.columns = Columns.from_manifest(manifest["dataset"].get("columns"))
+        # the API parameter of each filter -> {"column", "parameter", "label"}, in the catalog's order
+        self.filters = {f["parameter"]: f for f in self.columns.filter_parameters()}
+        self._rows_by_value = {name: _rows_by_value(items.table, f["column"]) for name, f in self.filters.items()}
 
     def filter_choices(self, name: str) -> list[str]:
-        """The values of filter `name` ("gender", "article_type", "colour"), the most frequent first."""
+        """The values of filter `name` (an API parameter, e.g. "article_type"), the most frequent first."""
         return list(self._rows_by_value[name])
 
     def matching_rows(self, filters: dict | None) -> np.ndarray | None:
@@ -60,8 +65,8 @@ class Recommender:
         chosen = {name: value for name, value in (filters or {}).items() if value not in (None, "", ANY)}
         rows = None
         for name, value in chosen.items():
-            if name not in FILTERS:
-                raise UnknownProduct(f"Unknown filter '{name}'; filters are {', '.join(FILTERS)}.")
+            if name not in self.filters:
+                raise UnknownProduct(f"Unknown filter '{name}'; filters are {', '.join(self.filters) or 'none'}.")
             if value not in self._rows_by_value[name]:
                 known = self.filter_choices(name)
                 raise UnknownProduct(f"No product has {name} '{value}'; choose one of: {', '.join(known[:30])}"
@@ -71,8 +76,20 @@ class Recommender:
         return rows
 
     def examples(self, count: int = 8) -> list[Result]:
-        """One product of each of the `count` most common article types: queries to try without a photo."""
-        return [self._result(int(rows[0]), 0.0) for rows in list(self._rows_by_value["article_type"].values())[:count]]
+        """Queries to try without a photo: one product of each of the `count` most common values of the filter with
+        the most values (the article type in the default schema), or, without filters, products spread evenly."""
+        if self._rows_by_value:
+            varied = max(self._rows_by_value.values(), key=len)
+            return [self._result(int(rows[0]), 0.0) for rows in list(varied.values())[:count]]
+        return [self._result(int(row), 0.0) for row in np.linspace(0, len(self.items) - 1, min(count, len(self.items)),
+                                                                   dtype=int)]
+
+    def example_label(self, result: "Result") -> str:
+        """What an example is shown as: its value of the filter the examples vary."""
+        if self._rows_by_value:
+            parameter = max(self._rows_by_value, key=lambda name: len(self._rows_by_value[name]))
+            return result.metadata.get(self.filters[parameter]["column"]) or result.name
+        return result.name
 
     @classmethod
     def load(cls, index_dir: str | Path, weights: str | None = None, embedder: Embedder | None = None):
@@ -109,7 +126,7 @@ class Recommender:
 
     def recommend(self, image, k: int = 8, filters: dict | None = None) -> list[Result]:
         """The `k` catalog products most similar to `image` (any input images.to_rgb takes), best first,
-        among those matching `filters` ({"gender": ..., "article_type": ..., "colour": ...}).
+        among those matching `filters` ({parameter: value}, e.g. {"article_type": "Tshirts"}).
         Raises images.ImageError for an input that is not a usable image, UnknownProduct for a bad filter."""
         rows = self.matching_rows(filters)  # checked first: a bad filter costs no model call
         query = self.embedder.embed_image(image)
@@ -142,10 +159,12 @@ class Recommender:
 
     def _result(self, row: int, distance: float) -> Result:
         item = self.items[row]
-        metadata = {name: item[name] for name in METADATA_FIELDS}
-        return Result(id=item["id"], name=item["productDisplayName"] or item["id"], distance=distance,
+        columns = self.columns
+        metadata = {name: item.get(name) for name in columns.fields}
+        return Result(id=item["id"], name=(columns.name and item.get(columns.name)) or item["id"], distance=distance,
                       similarity=1.0 - distance * distance / 2.0, image_path=str(self.files.image(row)),
-                      metadata=metadata)
+                      metadata=metadata, link=columns.link and item.get(columns.link),
+                      price=columns.price and item.get(columns.price))
 
 
 class Items:

@@ -3,6 +3,8 @@
     python scripts/build_index.py                                   # all ~44k products of the Hub dataset
     python scripts/build_index.py --dataset my.parquet --limit 500  # a local parquet in the same schema
     python scripts/build_index.py --dataset photos/ --out my-index  # a folder of images (sub-folder = type)
+    python scripts/build_index.py --dataset products.csv --id-column sku --image-column photo --name-column title \
+        --link-column url --price-column price --filter-columns category,colour   # a shop's own table
     python scripts/build_index.py --dataset data/ --engine ray      # embed on Ray (RAY_ADDRESS: a cluster's)
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from recommender.build import BuildFailed, build_index  # noqa: E402
-from recommender.catalog import CatalogUnavailable, load_catalog  # noqa: E402
+from recommender.catalog import CatalogUnavailable, Columns, load_catalog  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 
@@ -21,7 +23,23 @@ from recommender.embedder import WeightsUnavailable  # noqa: E402
 def main(argv=None) -> int:
     defaults = Settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="Hub dataset id, parquet file(s) or image folder")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help="Hub dataset id, parquet file(s), a CSV or JSON Lines file, or an image folder")
+    defaults_columns = Columns()
+    tables = parser.add_argument_group("a table's columns (CSV, JSON Lines, parquet, Hub dataset)",
+                                       "default: the Hub dataset's schema. Every other column is kept and returned "
+                                       "with each result under its own name.")
+    tables.add_argument("--id-column", default=defaults_columns.id, help="the product's id (default: id)")
+    tables.add_argument("--image-column", default=defaults_columns.image,
+                        help="the image: a file path, relative to the table's folder or absolute, or image data "
+                             "(default: image)")
+    tables.add_argument("--name-column", default=None, help="the product's name (default: productDisplayName if "
+                                                            "present, else the id)")
+    tables.add_argument("--link-column", default=None, help="the product's page in the shop (http or https)")
+    tables.add_argument("--price-column", default=None, help="the price, shown as it is written")
+    tables.add_argument("--filter-columns", default=None,
+                        help="comma-separated columns offered as filters, one dropdown and API parameter each "
+                             "(default: gender, articleType, baseColour, those present; '' for none)")
     parser.add_argument("--split", default="train", help="split of a Hub dataset")
     parser.add_argument("--revision", default=None, help="Hub dataset revision (default: the latest)")
     parser.add_argument("--limit", type=int, default=None, help="index only the first N products")
@@ -55,8 +73,13 @@ def main(argv=None) -> int:
 
     settings = Settings(weights=args.weights, seed=args.seed, image_size=args.image_size, trees=args.trees,
                         coarse_dims=args.coarse_dims, precision=args.precision)
+    filters = None if args.filter_columns is None else tuple(c.strip() for c in args.filter_columns.split(",")
+                                                             if c.strip())
+    columns = Columns(id=args.id_column, image=args.image_column, name=args.name_column, link=args.link_column,
+                      price=args.price_column, filters=filters)
     try:
-        catalog = load_catalog(args.dataset, split=args.split, limit=args.limit, revision=args.revision)
+        catalog = load_catalog(args.dataset, split=args.split, limit=args.limit, revision=args.revision,
+                               columns=columns)
         engine = _engine(args, catalog)
         summary = build_index(catalog, settings, Path(args.out), batch_size=args.batch_size, reuse=not args.no_reuse,
                               engine=engine)

@@ -153,3 +153,33 @@ def many_products(n: int, seed: int = 0) -> list[dict]:
                      "season": None, "year": None, "usage": None, "productDisplayName": f"Product {number}",
                      "image": image.resize((side * 3 // 4, side))})
     return rows
+
+
+SHOP_COLUMNS = ["SKU", "Photo file", "Title", "url", "Price", "Category", "Main colour", "notes"]
+
+
+def write_shop_table(folder: Path, kind: str = "csv", rows: list[dict] | None = None) -> Path:
+    """The catalog as a shop keeps it: a table (csv with ';' as a European spreadsheet writes it, or jsonl) with
+    its own column names (SHOP_COLUMNS), ids with leading zeros, prices as text, a link per product, a note with
+    the delimiter and quotes in it, and photos as files beside it (photos/<n>.jpg, relative to the table)."""
+    import csv
+    import json
+
+    rows = products() if rows is None else rows
+    (folder / "photos").mkdir(parents=True, exist_ok=True)
+    records = []
+    for number, row in enumerate(rows):
+        photo = f"photos/{number:03d}.jpg"
+        row["image"].save(folder / photo, quality=92)
+        records.append(dict(zip(SHOP_COLUMNS, [
+            f"00{number:03d}", photo, row["productDisplayName"], f"https://shop.example/p/{number}?size=m&ref=(x)",
+            f"€{10 + number}.99", row["articleType"], row["baseColour"], 'fits "true"; 100% cotton, washable'])))
+    path = folder / f"products.{kind}"
+    with path.open("w", newline="", encoding="utf-8") as file:
+        if kind == "csv":
+            writer = csv.DictWriter(file, SHOP_COLUMNS, delimiter=";")
+            writer.writeheader()
+            writer.writerows(records)
+        else:
+            file.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return path
