@@ -11,18 +11,33 @@ from .config import Settings
 from .index import IndexUnusable, read_manifest, swap_into_place
 from .publish import unpack
 
-__all__ = ["IndexUnusable", "download_index", "ensure_index"]
+__all__ = ["IndexUnusable", "build_limit", "download_index", "ensure_index"]
 
 
-def ensure_index(index_dir: Path, index_repo: str | None, dataset: str, limit: int, settings: Settings) -> str:
-    """Return how the index at `index_dir` came to be there: "present", "downloaded" or "built"."""
+def build_limit(text: str) -> int | None:
+    """BUILD_LIMIT's value: how many products a first start indexes, None for "all" (the whole catalog)."""
+    text = text.strip()
+    if text.lower() == "all":
+        return None
+    if text.isdecimal() and int(text) > 0:
+        return int(text)
+    # IndexUnusable: without a valid limit the app gets no index, and it reports this error and exits
+    raise IndexUnusable(f"BUILD_LIMIT is {text!r}: set it to a number of products (at least 1), or to 'all' to "
+                        "index the whole catalog on the first start.")
+
+
+def ensure_index(index_dir: Path, index_repo: str | None, dataset: str, limit: int | None,
+                 settings: Settings) -> str:
+    """Return how the index at `index_dir` came to be there: "present", "downloaded" or "built". `limit` None
+    builds from the whole catalog."""
     index_dir = Path(index_dir)
     if (index_dir / "manifest.json").exists():
         return "present"
     if index_repo:
         download_index(index_repo, index_dir)
         return "downloaded"
-    print(f"No index in {index_dir}: building one from the first {limit} products of {dataset} "
+    products = "all products" if limit is None else f"the first {limit} products"
+    print(f"No index in {index_dir}: building one from {products} of {dataset} "
           f"(weights={settings.weights}). Set INDEX_REPO to download a prebuilt index instead.", flush=True)
     summary = build_index(load_catalog(dataset, limit=limit), settings, index_dir)
     print(summary, flush=True)
