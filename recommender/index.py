@@ -448,7 +448,7 @@ def remove_unheld(target: Path) -> None:
             # Which one is current is read now, under the lock, not once before the loop: another process's swap
             # may have linked this one since. No swap can link it from here on: a swap holds its generation
             # (_held) from before the folder exists until the link points at it.
-            if path == target.resolve():
+            if path.resolve() == target.resolve():  # both absolute: `target` may be relative, as INDEX_DIR's default
                 continue
             shutil.rmtree(path, ignore_errors=True)
             for extra in (".verified.json", ".lock"):

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,19 @@ def test_a_swap_keeps_a_held_generation_until_it_is_let_go(tmp_path):
     remove_unheld(target)
     assert not first.exists() and [p for p in target.with_name(".index.generations").iterdir() if p.is_dir()] == [
         target.resolve()]
+
+
+def test_a_relative_index_path_keeps_its_current_generation(tmp_path, monkeypatch):
+    """INDEX_DIR's default is the relative "index": a swap's cleanup must know its current generation then too."""
+    monkeypatch.chdir(tmp_path)
+    for number in range(2):
+        Path("built").mkdir()
+        Path("built", "manifest.json").write_text(str(number))
+        swap_into_place(Path("built"), Path("index"))
+    assert Path("index", "manifest.json").read_text() == "1"
+    remove_unheld(Path("index"))
+    assert Path("index", "manifest.json").read_text() == "1"
+    assert [p.name for p in Path(".index.generations").iterdir() if p.is_dir()] == [Path("index").resolve().name]
 
 
 def test_an_index_folder_from_before_generations_is_adopted_in_place(tmp_path):
