@@ -42,12 +42,13 @@ class RunningApp:
     """`python app.py` (or another Gradio `command`) in a subprocess, as on a fresh machine; `url` once it answers.
     As a context manager (`with RunningApp(...) as app:`) it is stopped however the block ends."""
 
-    def __init__(self, env: dict, log: Path, command: list[str] | None = None):
+    def __init__(self, env: dict, log: Path, command: list[str] | None = None, cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process = subprocess.Popen(
-            command or [sys.executable, str(ROOT / "app.py")], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            command or [sys.executable, str(Path(cwd) / "app.py")], cwd=cwd, stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
             env={**os.environ, **QUIET_ENV, "GRADIO_SERVER_NAME": "127.0.0.1",
                  "GRADIO_SERVER_PORT": str(self.port), **env})
 

@@ -5,6 +5,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from conftest import RunningApp, files_not_from_the_index
+from conftest import ROOT, RunningApp, files_not_from_the_index
 
 
 def save(image: Image.Image, path, fmt=None, **options):
@@ -117,18 +118,41 @@ def test_first_start_without_network_says_what_failed(tmp_path, offline):
     assert "Traceback" not in running.output() and not (tmp_path / "index").exists()
 
 
-def test_first_start_builds_a_small_index_then_serves(catalog_parquet, tmp_path, catalog_rows):
+def git_checkout(folder: Path) -> Path:
+    """A git repository of the project's files as they are now (tracked or not, but not ignored), committed: as a
+    fresh clone of it would be."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+                              cwd=folder, capture_output=True, text=True, check=True).stdout
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, names):
+        if (ROOT / name).is_file():  # not a file deleted in the working tree
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "as cloned")
+    return folder
+
+
+def test_first_start_builds_a_small_index_serves_it_and_leaves_git_status_clean(catalog_parquet, tmp_path,
+                                                                               catalog_rows):
     from gradio_client import Client
 
-    with RunningApp({"INDEX_DIR": str(tmp_path / "index"), "DATASET": str(catalog_parquet),
-                     "BUILD_LIMIT": "10", "WEIGHTS": "random"}, tmp_path / "log") as running:
+    checkout = git_checkout(tmp_path / "checkout")  # the app's default INDEX_DIR, index/, inside a git checkout
+    with RunningApp({"DATASET": str(catalog_parquet), "BUILD_LIMIT": "10", "WEIGHTS": "random"}, tmp_path / "log",
+                    cwd=checkout) as running:
         running.wait_until_ready()
         assert "Embedding" in running.output() and "Indexed 10 products" in running.output()
-        assert json.loads((tmp_path / "index" / "manifest.json").read_text())["count"] == 10
+        assert json.loads((checkout / "index" / "manifest.json").read_text())["count"] == 10
         query = save(catalog_rows[2]["image"], tmp_path / "q.jpg", quality=92)
         _, results = Client(running.url, verbose=False).predict(image=handle_file(query), k=10,
                                                                  api_name="/recommend")
         assert results[0]["id"] == str(catalog_rows[2]["id"]) and len(results) == 10
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=checkout,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == "", f"the first start changed the checkout:\n{status}"
 
 
 def test_prebuilt_index_download_is_checked_and_swapped_in(built_index, tmp_path, monkeypatch):
