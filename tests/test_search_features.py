@@ -17,15 +17,22 @@ def jpeg(image) -> bytes:
 
 
 def exact_top_k(recommender, query, k, rows, skip=()):
-    """Brute force over `rows` with the stored vectors; copies of one image count once, as in the product."""
+    """Brute force over `rows` with the stored vectors; copies of one image count once, as in the product: the copy
+    with the lowest row stands for them all, in its own place (round-off must not pick the copy shown)."""
     distances = np.linalg.norm(np.asarray(recommender.index.vectors)[rows] - query, axis=1)
-    kept = []
-    for row in np.asarray(rows)[np.lexsort((rows, distances))]:
+    kept = {}  # place in distance order -> the row shown there
+    for place, row in enumerate(np.asarray(rows)[np.lexsort((rows, distances))]):
         vector = recommender.index.vectors[row]
-        if any(np.linalg.norm(recommender.index.vectors[s] - vector) < 1e-3 for s in [*skip, *kept]):
+        if any(np.linalg.norm(recommender.index.vectors[s] - vector) < 1e-3 for s in skip):
             continue
-        kept.append(int(row))
-    return [recommender.items[row]["id"] for row in kept[:k]]
+        twin = next((p for p, s in kept.items() if np.linalg.norm(recommender.index.vectors[s] - vector) < 1e-3), None)
+        if twin is not None:
+            if row < kept[twin]:
+                del kept[twin]
+                kept[place] = int(row)
+            continue
+        kept[place] = int(row)
+    return [recommender.items[kept[place]]["id"] for place in sorted(kept)[:k]]
 
 
 def rows_where(recommender, **wanted):
