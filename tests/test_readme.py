@@ -35,6 +35,25 @@ def test_spaces_front_matter_matches_the_pinned_gradio():
     assert 'python_version: "3.11"' in front_matter and "app_file: app.py" in front_matter
 
 
+def test_the_suggested_hardware_is_a_spaces_flavor():
+    from huggingface_hub import SpaceHardware
+
+    (hardware,) = re.findall(r"^suggested_hardware: (\S+)$", README.split("---")[1], re.M)
+    assert hardware in {flavor.value for flavor in SpaceHardware}
+
+
+def test_every_binary_file_goes_through_lfs_as_the_hub_requires():
+    """A Space refuses a push that holds a binary file outside LFS/Xet (.gitattributes)."""
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    binary = [name for name in filter(None, names)
+              if (ROOT / name).is_file() and b"\0" in (ROOT / name).read_bytes()[:8000]]  # git's own test
+    assert "docs/screenshot.png" in binary
+    attributes = subprocess.run(["git", "check-attr", "filter", "--", *binary], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.splitlines()
+    assert [line for line in attributes if not line.endswith(": filter: lfs")] == []
+
+
 @pytest.mark.parametrize("section", ["Run it", "Run the tests"])
 def test_the_readme_commands_need_no_python_on_path(section):
     command = readme_command(section)
