@@ -84,7 +84,10 @@ class Columns:
                 role = f" (from {FLAGS[key]} {roles[key]})" if roles.get(key) else ""
                 raise CatalogUnavailable(f"{where}: its column '{key}' would be hidden by each result's own "
                                          f"'{key}'{role}. Rename the column, or map it with {FLAGS.get(key, 'a flag')}.")
-        resolved.filter_parameters()  # refuses names the API cannot take
+        try:
+            resolved.filter_parameters()  # refuses names the API cannot take
+        except CatalogUnavailable as error:
+            raise CatalogUnavailable(f"{where}: {error}") from None
         return resolved
 
     def filter_parameters(self) -> list[dict]:
@@ -185,9 +188,9 @@ def _table(path: Path, kind: str, columns: Columns):
     them; every value is kept as text."""
     try:
         available, total = _csv_columns(path) if kind == "csv" else _jsonl_columns(path)
-    except UnicodeDecodeError as error:
-        raise CatalogUnavailable(f"{path} is not UTF-8 text (byte {error.start}): save it as UTF-8 "
-                                 "(\"CSV UTF-8\" in a spreadsheet).") from None
+    except UnicodeDecodeError:
+        raise CatalogUnavailable(f"{path} is not UTF-8 text (line {_first_undecodable_line(path)}): save it as "
+                                 "UTF-8 (\"CSV UTF-8\" in a spreadsheet).") from None
     columns = columns.resolve(available, str(path))
     rows = _csv_rows(path) if kind == "csv" else _jsonl_rows(path)
     first_image = next((row.get(columns.image) for row in rows if row.get(columns.image)), None)
@@ -197,6 +200,16 @@ def _table(path: Path, kind: str, columns: Columns):
                                  "relative to the table's folder or absolute.")
     stream = (_product(row, columns, path.parent) for row in (_csv_rows(path) if kind == "csv" else _jsonl_rows(path)))
     return stream, total, {"kind": kind, "id": str(path)}, columns
+
+
+def _first_undecodable_line(path: Path) -> int:
+    with path.open("rb") as file:
+        for number, line in enumerate(file, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def _csv_dialect(file) -> dict:
