@@ -34,7 +34,7 @@ from recommender.page import LiveState, Page, api_endpoint, in_memory_image, liv
 from recommender.photos import (InMemoryUploads, QueryPhotos, RefuseDeepLinks, delete_mcp_copies,  # noqa: E402
                                 never_record_values, query_image, refuse_server_paths_clearly)
 from recommender.picker import photo_picker  # noqa: E402
-from recommender.provision import IndexUnusable, ensure_index  # noqa: E402
+from recommender.provision import IndexUnusable, build_limit, ensure_index  # noqa: E402
 from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
 from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
 
@@ -197,7 +197,7 @@ def main() -> None:
     settings = Settings(weights=weights or Settings.weights)
     try:
         how = ensure_index(index_dir, os.environ.get("INDEX_REPO"), os.environ.get("DATASET", DEFAULT_DATASET),
-                           int(os.environ.get("BUILD_LIMIT", "2000")), settings)
+                           build_limit(os.environ.get("BUILD_LIMIT", "2000")), settings)
         indexes = IndexHolder(index_dir, weights=weights)  # holds the index's generation; follows rebuilds
         recommender = indexes.current
     except (IndexUnusable, CatalogUnavailable, WeightsUnavailable, BuildFailed) as error:
