@@ -25,7 +25,7 @@ esac
 
 missing=()
 for package in "${packages[@]}"; do
-  dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null | grep -q '^ii' || missing+=("$package")
+  [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null)" = "ii " ] || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=$([ "$(id -u)" = 0 ] || echo sudo)  # root needs no sudo (and a container often has none)
@@ -37,5 +37,7 @@ fi
 .venv/bin/pip install --disable-pip-version-check -r "$requirements"
 
 if [ "$1" = test ] && ! [ tests/js/node_modules/.package-lock.json -nt tests/js/package-lock.json ]; then
-  npm ci --prefix tests/js --no-audit --no-fund  # the pinned @gradio/client; the tests download nothing
+  # the pinned @gradio/client (the tests download nothing). --use-openssl-ca: npm trusts the system's certificates,
+  # as apt does (a proxy's CA added with update-ca-certificates), not only those built into node
+  NODE_OPTIONS="--use-openssl-ca ${NODE_OPTIONS:-}" npm ci --prefix tests/js --no-audit --no-fund --no-update-notifier
 fi
