@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -211,6 +212,11 @@ def main() -> None:
         follow_repo(os.environ["INDEX_REPO"], index_dir, downloaded_now=how == "downloaded")
     # api_open=False: /gradio_api/run/... would skip the queue, and with it every limit below
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
+    # TensorFlow, Gradio and the index leave ~500k long-lived objects: a full collection, which Python runs every
+    # so often while requests allocate, walks them all and stalls every request for ~0.5 s. Objects made up to
+    # here live as long as the app: out of the collector's sight (a new index is, at its switch: refresh.py).
+    gc.collect()
+    gc.freeze()
     limit_events_per_client(demo._queue, proxy_hops())
     serve_clients_in_turn(demo._queue, proxy_hops(), "model")
     # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save

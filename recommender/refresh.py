@@ -3,6 +3,7 @@ download) between requests, and lets the old one go only after its gallery files
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -59,6 +60,7 @@ class IndexHolder:
         if self._lock is not None:
             self._retired.append((time.monotonic() + self.grace, self._lock))
         self.current, self.generation, self._lock = recommender, generation, lock
+        gc.freeze()  # the new index's objects (a million ids at 1M products) out of the collector's walks (app.py)
         print(f"Serving the index {generation.name} ({recommender.manifest['count']:,} products).", flush=True)
         return True
 

@@ -251,10 +251,10 @@ def test_a_filtered_search_is_exact_even_when_the_lower_bounds_are_loose(share):
 @pytest.mark.parametrize("step", [2, 11])
 def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, step, tmp_path, monkeypatch):
     """A query unlike the catalog has loose bounds: once the first pool shows that more than SCAN_ROWS rows are
-    within reach, the search ranks every row of the subset by its dot product in one go, instead of ranking ever
-    larger pools first (which cost three times the pass). A large subset is read by one pass over all vectors,
-    PASS_ROWS at a time (with pread from a mapped vectors.npy); a small one (under 1/ROW_READ_COST of the rows)
-    by reading its rows alone."""
+    within reach, the search ranks those rows (only they can enter the answer) by their dot products in one go,
+    instead of ranking ever larger pools first (which cost three times the pass). Many are read by one pass over all
+    vectors, PASS_ROWS at a time (with pread from a mapped vectors.npy); a few (under 1/ROW_READ_COST of the rows)
+    alone, never the rest of the subset."""
     import recommender.index as index_module
 
     monkeypatch.setattr(index_module, "SCAN_ROWS", 100 if step == 11 else 1100)  # 1,100: above the old second pool
@@ -279,8 +279,33 @@ def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, ste
             first, best = index_module.FIRST_POOL, min(len(rows), 4 * k + 10)
             if step == 2:  # the first pool, the pass over all 3,000 rows, then the pass's best
                 assert read == [first, best] and sum(blocks) == 3000 and max(blocks) == 128
-            else:  # the first pool, the subset's 273 rows alone (128 at a time), then their best
-                assert read == [first, 128, 128, 17, best] and blocks == []
+            else:  # the first pool, the rows within reach alone (128 at a time: more than 100, at most the
+                # subset's 273), then their best
+                within = read[1:-1]
+                assert read[0] == first and read[-1] == best and blocks == []
+                assert all(size == 128 for size in within[:-1]) and 100 < sum(within) <= len(rows), read
+
+
+def test_loose_bounds_rank_only_the_rows_within_reach_of_a_large_subset(monkeypatch):
+    """Half the catalog as the subset, queries near products outside it, bounds from 4 coordinates: a few hundred
+    rows are within reach, more than SCAN_ROWS. Those are ranked by their dot products, never the whole subset (at
+    1M products, sending the whole subset to the pass cost a pass over 8 GB for 25k rows within reach)."""
+    import recommender.index as index_module
+
+    monkeypatch.setattr(index_module, "SCAN_ROWS", 20)
+    vectors = resnet_like_features(3000, dims=64, seed=5)
+    built = VectorIndex.build(vectors, trees=2, coarse_dims=4)
+    index = VectorIndex(vectors, built.annoy, built.projection, built.coarse)
+    rows, scanned = np.arange(0, 3000, 2), []
+    monkeypatch.setattr(index, "_scan_rows", lambda query, k, wanted, skip, original=index._scan_rows:
+                        scanned.append(len(wanted)) or original(query, k, wanted, skip))
+    noise = np.random.default_rng(0).standard_normal((10, 64)).astype(np.float32)
+    for number, row in enumerate(range(1, 40, 4)):
+        query = vectors[row] + 0.02 * noise[number]
+        query /= np.linalg.norm(query)
+        found, _ = index.search(query, 10, 100, 1000, rows=rows)
+        assert found.tolist() == rows[brute_force(vectors[rows], query, 10)].tolist()
+    assert len(scanned) >= 5 and all(20 < count < len(rows) for count in scanned), scanned
 
 
 def test_tight_bounds_rank_only_the_rows_within_reach(monkeypatch):
