@@ -53,7 +53,8 @@ class RayEngine:
             # the package travels with the job, so that a cluster's workers can import it; RAY_ADDRESS is honoured
             ray.init(runtime_env={"py_modules": [str(Path(__file__).parent)]}, log_to_driver=True)
         try:
-            return self._embed(ray, parts, total, embedder, files, checkpoint, saved, batch_size, summary, progress)
+            return self._embed(ray, parts, total, embedder, files, checkpoint, saved, batch_size, summary, progress,
+                               catalog.columns)
         finally:
             if started_ray:
                 ray.shutdown()
@@ -63,7 +64,8 @@ class RayEngine:
         """Raises CatalogUnavailable, with the way out, for a catalog this engine cannot split among workers."""
         _row_groups(catalog)
 
-    def _embed(self, ray, parts, total, embedder, files, checkpoint, saved, batch_size, summary, progress) -> int:
+    def _embed(self, ray, parts, total, embedder, files, checkpoint, saved, batch_size, summary, progress,
+               columns) -> int:
         import ray.data
 
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.worker_cpus))
@@ -75,7 +77,8 @@ class RayEngine:
         context.enable_progress_bars = False  # the build's own bar below counts rows saved in order
         context.print_on_execution_start = False
         embedded = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map_batches(
-            _EmbedRows, fn_constructor_args=(embedder.settings, batch_size, catalog.columns), batch_size=1, batch_format="numpy",
+            _EmbedRows, fn_constructor_args=(embedder.settings, batch_size, columns), batch_size=1,
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=self.worker_cpus)
         # Ray Data's actors default to max_restarts=-1, max_task_retries=-1: a worker that dies is started again and
         # its task runs again (tests/test_ray_build.py kills one)

@@ -17,7 +17,8 @@ case "${1:-}" in
   app) requirements=requirements.txt ;;
   test)
     requirements=requirements-dev.txt
-    packages+=(chromium nodejs)  # the browser tests drive Debian's chromium; node runs the README's JavaScript client
+    packages+=(chromium nodejs curl)  # the browser tests drive Debian's chromium; node and curl run the README's
+    # JavaScript and curl examples
     # Debian's nodejs comes without npm; NodeSource's nodejs bundles it and conflicts with Debian's npm package
     command -v npm >/dev/null || packages+=(npm) ;;
   *) echo "usage: $0 app|test" >&2; exit 2 ;;

@@ -239,8 +239,8 @@ def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(rec
 
 def test_live_results_show_the_embedded_frames_neighbours(page, recommender):
     live = LiveState(searched=4, skipped=2, deferred=7)
-    outputs = page.live_results(LiveMatch(np.array(recommender.index.vectors[5]), time.perf_counter()),
-                                3, "All", "All", "All", live)
+    outputs = page.live_results(LiveMatch(np.array(recommender.index.vectors[5]), time.perf_counter()), live,
+                                3, "All", "All", "All")
     assert outputs[4][0] == next(id for id, row in recommender.row_of_id.items() if row == 5)  # itself, first
     assert outputs[2].startswith("Live: 3 results") and "(frame 4; not searched: 2 unchanged, 7 while" in outputs[2]
     assert outputs[6] is not None and outputs[5] is None  # the vector is kept: a changed filter searches it again

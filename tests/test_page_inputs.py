@@ -21,6 +21,6 @@ def test_a_shared_link_to_an_unknown_item_is_echoed_as_text(recommender, monkeyp
     monkeypatch.setattr(page_module.gr, "Warning", said.append)
     page = Page(recommender, QueryPhotos(lambda data: None))
     forged = "<img src=x onerror=alert(1)>" + "A" * 200
-    page.opened(8, "All", "All", "All", SimpleNamespace(query_params={"item": forged}))
+    page.opened(SimpleNamespace(query_params={"item": forged}), 8, "All", "All", "All")
     assert said and "<img" not in said[0] and "&lt;img" in said[0] and len(said[0]) < 150, said
 
