@@ -530,6 +530,29 @@ def test_mcp_recommend_with_a_base64_photo(photo_app, left_nowhere, catalog_rows
     left_nowhere(data)
 
 
+def test_an_mcp_photo_over_the_limit_is_refused_before_it_is_written(photo_app, left_nowhere):
+    """Gradio's MCP server would decode a base64 image into a file of its temp folder before the tool runs; the MCP
+    SDK answers a request body over 4 MiB with 413 before it is parsed (DEFAULT_MAX_REQUEST_BODY_SIZE), so a 21 MB
+    photo is refused and no byte of it lands on disk, and the app answers the next call."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    big = b"\xff\xd8\xff" + np.random.default_rng(3).integers(0, 256, 21 * 2**20, dtype=np.uint8).tobytes()
+
+    async def ask():
+        async with streamablehttp_client(f"{photo_app.url}/gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return await session.call_tool("recommend", {
+                    "image": "data:image/jpeg;base64," + base64.b64encode(big).decode(), "k": 2})
+
+    with pytest.raises(BaseException) as refused:  # an ExceptionGroup of the client's task group
+        asyncio.run(ask())
+    assert "413 Request Entity Too Large" in str(refused.getrepr()), refused.getrepr()
+    left_nowhere(big)
+    assert httpx.get(f"{photo_app.url}/gradio_api/info", timeout=30).status_code == 200
+
+
 def test_refused_photos_get_a_clear_error(photo_app, left_nowhere, photo_client, proxy, tmp_path):
     refused = {"notes.jpg": b"Dear diary, this is no photo. " * 40, "IMG_0001.HEIC": heic(1)}
     for name, data in refused.items():  # by file upload (memory) and by URL (Gradio writes it to disk)
