@@ -29,6 +29,7 @@ from PIL import Image
 
 import recommender.photos as photos_module
 from app_process import BEHIND_A_PROXY, RunningApp, free_port, visitor
+from test_app import call_mcp
 from recommender.images import ImageError
 from recommender.photos import InMemoryUploads, Photo, QueryPhotos, TooManyUploads, UploadStore, VectorCache
 
@@ -511,20 +512,13 @@ def test_a_changed_picture_at_the_same_url_gets_its_own_results(left_nowhere, ph
     left_nowhere(*(data for data, _ in pictures))
 
 
+def data_url(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
 def test_mcp_recommend_with_a_base64_photo(photo_app, left_nowhere, catalog_rows):
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
-
     data = jpeg(catalog_rows[11]["image"])
-
-    async def ask():
-        async with streamablehttp_client(f"{photo_app.url}/gradio_api/mcp/") as (read, write, _):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                return await session.call_tool("recommend", {
-                    "image": "data:image/jpeg;base64," + base64.b64encode(data).decode(), "k": 2})
-
-    answer = asyncio.run(ask())
+    _, [answer] = call_mcp(photo_app, ("recommend", {"image": data_url(data), "k": 2}))
     assert not answer.isError, answer.content
     assert re.findall(r"'id': '([^']+)'", answer.content[0].text)[0] == str(catalog_rows[11]["id"])
     left_nowhere(data)
@@ -534,20 +528,9 @@ def test_an_mcp_photo_over_the_limit_is_refused_before_it_is_written(photo_app, 
     """Gradio's MCP server would decode a base64 image into a file of its temp folder before the tool runs; the MCP
     SDK answers a request body over 4 MiB with 413 before it is parsed (DEFAULT_MAX_REQUEST_BODY_SIZE), so a 21 MB
     photo is refused and no byte of it lands on disk, and the app answers the next call."""
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
-
     big = b"\xff\xd8\xff" + np.random.default_rng(3).integers(0, 256, 21 * 2**20, dtype=np.uint8).tobytes()
-
-    async def ask():
-        async with streamablehttp_client(f"{photo_app.url}/gradio_api/mcp/") as (read, write, _):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                return await session.call_tool("recommend", {
-                    "image": "data:image/jpeg;base64," + base64.b64encode(big).decode(), "k": 2})
-
     with pytest.raises(BaseException) as refused:  # an ExceptionGroup of the client's task group
-        asyncio.run(ask())
+        call_mcp(photo_app, ("recommend", {"image": data_url(big), "k": 2}))
     assert "413 Request Entity Too Large" in str(refused.getrepr()), refused.getrepr()
     left_nowhere(big)
     assert httpx.get(f"{photo_app.url}/gradio_api/info", timeout=30).status_code == 200
