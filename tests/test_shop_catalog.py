@@ -20,8 +20,6 @@ from synthetic_catalog import SHOP_COLUMNS, write_shop_table
 
 SHOP_FLAGS = ["--id-column", "SKU", "--image-column", "Photo file", "--name-column", "Title", "--link-column", "url",
               "--price-column", "Price", "--filter-columns", "Category,Main colour"]
-SHOP = Columns(id="SKU", image="Photo file", name="Title", link="url", price="Price",
-               filters=("Category", "Main colour"))
 MISSING_PHOTO_SKU = "99999"  # a row whose photo file is not there: skipped and counted, the rest indexed
 
 
