@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from pillow_heif import register_heif_opener
 
 register_heif_opener()  # HEIC/HEIF photos open like any other, under the same size checks
@@ -21,6 +21,16 @@ MAX_PADDED_PIXELS = 4096 * 4096  # fit_square's white square at full resolution:
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 MAX_SIDE = 20_000  # no camera's side is longer (a 60 MP 3:2 photo is 9,487 px across)
 MAX_ASPECT = 20  # a phone's panorama is about 4:1; a 30,000,000x1 PNG has few pixels but would be upscaled to GBs
+# Decoded images are shrunk to about this longest side: the model sees 224 px and an explanation 320, so nothing
+# past it changes a result, while each full-size copy of a 60 MP photo would cost up to 240 MB.
+WORKING_SIDE = 2048
+STRIP_ROWS = 64  # rows of the shrunk image made at a time
+_REDUCIBLE = {"P": "RGBA", "PA": "RGBA", "1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}  # what reduce takes
+ORIENTATION = 0x0112  # the EXIF tag
+# EXIF orientation -> the turn that shows the picture upright (ImageOps.exif_transpose's table)
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 MIN_SIDE = 8  # below this there is nothing to recognise; smaller images are upscaled, not refused
 WHITE = (255, 255, 255)  # catalog photos are products on white, so missing pixels are white too
 
@@ -38,24 +48,46 @@ def to_rgb(source, draft_side: int | None = None) -> Image.Image:
     """Decode `source` (PIL image, numpy array, bytes, file-like or path) into an upright RGB image.
 
     EXIF orientation is applied, transparency is composited on white, grayscale, palette, CMYK and 16-bit
-    modes are converted, and images over MAX_PIXELS are refused before they are decoded. With `draft_side`, a JPEG
-    may be decoded at a reduced scale that keeps both sides at least that long (a fraction of the full decode's cost).
+    modes are converted, and images over MAX_PIXELS are refused before they are decoded. A large image is shrunk by
+    a whole factor right after decoding, so that its longest side stays at least WORKING_SIDE (or `draft_side`, when
+    that is smaller; a JPEG is decoded at that reduced scale directly): the full decode is the only full-size copy
+    ever made, and a request's memory stays bounded.
     """
     if source is None:
         raise ImageError("No image was given: upload a photo, take one with the webcam, or paste one.", "no image")
     image = _open(source)
     _check_size(image.size)
+    side = min(draft_side or WORKING_SIDE, WORKING_SIDE)
     try:
-        if draft_side:
-            image.draft(None, (draft_side, draft_side))  # no-op for formats other than JPEG
+        turn = UPRIGHT.get(image.getexif().get(ORIENTATION))  # read first: a shrunk copy keeps no TIFF tags
+        image.draft(None, (side, side))  # no-op for formats other than JPEG
         image.load()  # decode now, so a truncated file fails here with our message, not later
-        image = ImageOps.exif_transpose(image)
+        image = _shrunk(image, side)
+        if turn is not None:
+            image = image.transpose(turn)
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"The image could not be decoded ({error}); the file may be truncated or corrupt.",
                          "truncated or corrupt image") from None
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)  # animated or multi-page: the first frame is the picture
     return _flatten_to_rgb(image)
+
+
+def _shrunk(image: Image.Image, side: int) -> Image.Image:
+    """`image` reduced (box averaging) by the largest whole factor that keeps its longest side at least `side`.
+
+    In strips of rows: Pillow reduces an RGBA image through a premultiplied full-size copy (240 MB more at 60 MP)
+    and cannot reduce palette, 1-bit or 16-bit images at all; a strip's copy, converted where needed, is small."""
+    factor = max(image.size) // side
+    if factor < 2:
+        return image
+    mode = _REDUCIBLE.get(image.mode, image.mode)
+    if image.mode == "P" and "transparency" not in image.info:
+        mode = "RGB"
+    shrunk = Image.new(mode, (-(-image.width // factor), -(-image.height // factor)))  # partial boxes count
+    rows = STRIP_ROWS * factor
+    for top in range(0, image.height, rows):
+        strip = image.crop((0, top, image.width, min(top + rows, image.height)))
+        shrunk.paste((strip if strip.mode == mode else strip.convert(mode)).reduce(factor), (0, top // factor))
+    return shrunk
 
 
 def fit_square(image: Image.Image, size: int) -> np.ndarray:

@@ -14,12 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
 
 
-def resident_bytes(pid: int) -> int:
-    """A process's resident memory (VmRSS), in bytes."""
+def resident_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (VmRSS), or its peak since start or since reset_peak (VmHWM), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its children, theirs, and so on (Linux)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return [pid] + [descendant for child in children for descendant in process_tree(child)]
 
 
 def free_port() -> int:
@@ -68,6 +76,16 @@ class RunningApp:
     def resident_bytes(self) -> int:
         """The app's resident memory (VmRSS), in bytes."""
         return resident_bytes(self.process.pid)
+
+    def tree_resident_bytes(self, field: str = "VmRSS") -> int:
+        """The resident memory of the app and its children (the live camera's model), summed; with "VmHWM", their
+        peaks since reset_peak."""
+        return sum(resident_bytes(pid, field) for pid in process_tree(self.process.pid))
+
+    def reset_peak(self) -> None:
+        """From now, each process's peak (VmHWM) starts again from its current level (Linux's clear_refs)."""
+        for pid in process_tree(self.process.pid):
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -10,7 +10,6 @@ the machine. Leftovers are looked for once every event has been answered: the qu
 import asyncio
 import base64
 import hashlib
-import http.server
 import io
 import re
 import shutil
@@ -29,6 +28,7 @@ from PIL import Image
 
 import recommender.photos as photos_module
 from app_process import BEHIND_A_PROXY, RunningApp, free_port, visitor
+from photo_proxy import PhotoProxy
 from test_app import call_mcp
 from recommender.images import ImageError
 from recommender.photos import InMemoryUploads, Photo, QueryPhotos, TooManyUploads, UploadStore, VectorCache
@@ -340,52 +340,6 @@ def test_gradio_keeps_no_path_of_any_photo_after_its_event(tmp_path, monkeypatch
 
 # The running app: every way in, every way a request fails.
 
-class PhotoProxy:
-    """A plain-HTTP proxy on 127.0.0.1 that answers every absolute URL ("GET http://photos.hf.co/a.jpg") itself,
-    with `pictures[url]` (404 without), once `held[url]` (a threading.Event), if any, is set, or with an endless body
-    for a URL in `endless` (`sent` counts its bytes); `requests` lists the URLs asked for."""
-
-    def __init__(self):
-        self.pictures, self.held, self.requests, self.endless, self.sent = {}, {}, [], {}, {}
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                proxy.requests.append(self.path)
-                if self.path in proxy.held:
-                    proxy.held[self.path].wait(60)
-                if self.path in proxy.endless:  # 64 kB every `endless[path]` seconds, for as long as it is read
-                    self.send_response(200)
-                    self.send_header("Content-Type", "image/jpeg")
-                    self.end_headers()
-                    try:
-                        while True:
-                            self.wfile.write(b"\xff" * 65536)
-                            proxy.sent[self.path] = proxy.sent.get(self.path, 0) + 65536
-                            time.sleep(proxy.endless[self.path])
-                    except OSError:  # the app hung up
-                        return
-                body = proxy.pictures.get(self.path)
-                if body is None:
-                    return self.send_error(404)
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def proxy():
     proxy = PhotoProxy()
@@ -399,8 +353,7 @@ def photo_app(built_index, tmp_path_factory, proxy):
     folder = tmp_path_factory.mktemp("photo-app")
     env = {"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"), "MAX_QUEUE": "1",
            "URL_PHOTO_SECONDS": "90", **BEHIND_A_PROXY,  # test_a_full_queue_refuses_with_a_clear_error holds downloads for a while
-           **{name: proxy.url for name in ("HTTP_PROXY", "http_proxy")},
-           **{name: "127.0.0.1,localhost" for name in ("NO_PROXY", "no_proxy")}}  # not photos.hf.co
+           **proxy.app_env()}
     running = RunningApp(env, folder / "app.log")
     running.temp_dir = folder / "gradio"
     try:
