@@ -12,6 +12,8 @@ import io
 import re
 import threading
 import time
+import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -29,6 +31,8 @@ __all__ = ["LiveMatch", "LiveState", "Page", "Product", "in_memory_image", "live
 
 MAX_DATA_URL_BYTES = 20 * 2**20  # what a data URL may carry (the upload limit): a larger one is not decoded
 LIVE_THUMBNAIL = 16  # a live frame is compared with the last searched one at 16x16 grey levels
+LIVE_FORGET_SECONDS = 10.0  # a live viewer's last searched frame (its 16x16 thumbnail) is forgotten this long after
+# the viewer's last frame
 LIVE_MIN_CHANGE = 6.0  # mean grey-level difference (0-255) below which a frame is "the same picture": not searched
 LIVE_MODEL_SHARE = 0.5  # of the live model's time, at most, for the live frames of all viewers together: after a
 # live frame's forward, none starts for as long again. The live model runs at the lowest CPU priority (live_model.py),
@@ -49,12 +53,53 @@ class Product:
 
 @dataclass
 class LiveState:
-    """One live viewer's memory: the last searched frame, small, and how many frames were searched and skipped."""
+    """One live viewer's memory in Gradio's session state: counts and times, no picture (see LastFrames)."""
     last_turn: float = 0.0  # time.monotonic() when it last had the live model, for the turns; 0: never, it goes first
-    thumbnail: np.ndarray | None = None
+    key: str = ""  # the viewer's key in Page.last_frames
     searched: int = 0
     skipped: int = 0  # unchanged since the last searched frame
     deferred: int = 0  # not searched: waited LIVE_MAX_WAIT in vain (other viewers' turns, photos), or model loading
+
+
+class LastFrames:
+    """Each live viewer's last searched frame, as the 16x16 grey levels a new frame is compared with, by its key:
+    forgotten LIVE_FORGET_SECONDS after the viewer's last frame. In Gradio's session state (a LiveState field) it
+    would stay for as long as the session does, hours after the camera was turned off: a picture of whoever was in
+    front of it."""
+
+    def __init__(self, forget_after: float = LIVE_FORGET_SECONDS):
+        self._frames: OrderedDict[str, tuple[np.ndarray | None, float]] = OrderedDict()  # oldest frame first
+        self._forget_after = forget_after
+        self._lock = threading.Lock()
+        threading.Thread(target=self._forget_forever, daemon=True, name="forget-live-frames").start()
+
+    def seen(self, viewer: str) -> np.ndarray | None:
+        """A frame of `viewer` arrived: the thumbnail of its last searched frame, if it is still remembered."""
+        with self._lock:
+            self._forget_old()
+            thumbnail, _ = self._frames.pop(viewer, (None, 0.0))
+            self._frames[viewer] = (thumbnail, time.monotonic())
+            return thumbnail
+
+    def searched(self, viewer: str, thumbnail: np.ndarray) -> None:
+        with self._lock:
+            self._frames.pop(viewer, None)
+            self._frames[viewer] = (thumbnail, time.monotonic())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._frames)
+
+    def _forget_old(self) -> None:
+        deadline = time.monotonic() - self._forget_after
+        while self._frames and next(iter(self._frames.values()))[1] < deadline:
+            self._frames.popitem(last=False)
+
+    def _forget_forever(self) -> None:  # also when no frame comes: the last viewer's picture goes too
+        while True:
+            time.sleep(self._forget_after / 4)
+            with self._lock:
+                self._forget_old()
 
 
 @dataclass(eq=False)  # compared by identity: Gradio sees a new LiveMatch as a changed State, and fires its change
@@ -99,6 +144,7 @@ class Page:
         self._live_waiting: dict[object, float] = {}  # a ticket per frame waiting now -> its viewer's last turn
         self._live_changed = threading.Condition()  # notified when the live model or the turn may have come free
         self._photos_embedding = 0  # photos being embedded now (changed with _live_changed held)
+        self.last_frames = LastFrames()
 
     @property
     def recommender(self) -> Recommender:
@@ -257,6 +303,7 @@ class Page:
         unsearched frame itself (it rebuilds the component's config), and with several viewers most frames are not
         searched."""
         live = live or LiveState()
+        live.key = live.key or uuid.uuid4().hex  # here, not as a default: Gradio copies a State's value per session
         if frame is None:
             return live, gr.skip()
         if not self._live_model_reserved(live):  # waits before any decoding: a frame dropped is never decoded
@@ -265,8 +312,8 @@ class Page:
         try:
             # an undecodable or unchanged frame takes its turn too (it holds the model for a small decode only)
             live.last_turn = time.monotonic()
-            thumbnail = _thumbnail(frame)
-            if live.thumbnail is not None and np.abs(thumbnail - live.thumbnail).mean() < LIVE_MIN_CHANGE:
+            thumbnail, last = _thumbnail(frame), self.last_frames.seen(live.key)
+            if last is not None and np.abs(thumbnail - last).mean() < LIVE_MIN_CHANGE:
                 live.skipped += 1  # its results are up to date
                 return live, gr.skip()
             started = time.perf_counter()
@@ -280,7 +327,8 @@ class Page:
         if vector is None:  # the live model is loading
             live.deferred += 1
             return live, gr.skip()
-        live.thumbnail, live.searched = thumbnail, live.searched + 1
+        self.last_frames.searched(live.key, thumbnail)
+        live.searched += 1
         return live, LiveMatch(vector, started)
 
     @_one_index

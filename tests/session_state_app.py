@@ -1,5 +1,6 @@
 """The app as `python app.py` starts it, which also writes, on SIGUSR1, what Gradio holds in its sessions' state to
-the file $SESSION_STATE_DUMP: how a test reads the running app's memory of a session (tests/test_fair_clients.py)."""
+the file $SESSION_STATE_DUMP, with how many live viewers' last frames the page remembers: how a test reads the
+running app's memory of a session (tests/test_session_state.py)."""
 
 import dataclasses
 import json
@@ -39,11 +40,15 @@ def described(value):
 
 
 def dump(*_):
-    holder = launched[0].server_app.state_holder
+    blocks = launched[0]
+    holder = blocks.server_app.state_holder
     sessions = {session: {"components": described(list(state.components)),
                           "state": {str(key): described(value) for key, value in state.state_data.items()}}
                 for session, state in list(holder.session_data.items())}
-    Path(os.environ["SESSION_STATE_DUMP"]).write_text(json.dumps(sessions, default=repr))
+    pages = {id(fn.fn.__self__): fn.fn.__self__ for fn in blocks.fns.values() if hasattr(fn.fn, "__self__")}
+    remembered = sum(len(page.last_frames) for page in pages.values() if hasattr(page, "last_frames"))
+    Path(os.environ["SESSION_STATE_DUMP"]).write_text(
+        json.dumps({"sessions": sessions, "live frames remembered": remembered}, default=repr))
 
 
 gr.Blocks.launch = launch_and_remember
