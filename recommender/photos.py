@@ -250,7 +250,6 @@ class QueryPhotos:
         self.cacheable = cacheable
         self._disk_copies: dict[str, set[Path]] = {}  # content key -> files Gradio wrote that will be uploaded
         self._disk_copies_lock = threading.Lock()
-        self._downloads: set[str] = set()  # files Gradio downloaded from a URL for a request, not yet read
 
     def expect_upload_of(self, path: str | Path) -> None:
         """`path` is a photo Gradio wrote to disk only to upload it to this app again (its MCP server does that
@@ -268,34 +267,16 @@ class QueryPhotos:
         for file in copies:
             _delete(file)
 
-    def downloaded(self, path: str | Path) -> None:
-        """Gradio downloaded a request's image URL to `path`: open() may read it (once) and delete it."""
-        with self._disk_copies_lock:
-            self._downloads.add(str(path))
-
     def open(self, path: str | Path) -> Photo:
-        """The photo at `path`: from the upload store, or, for a file Gradio downloaded from a request's URL
-        (`downloaded`), read from disk and deleted at once, with its folder. Any other path is refused with
-        images.ImageError and its file left as it is: a request may name a file the app serves (Gradio lets an input
-        name a static path), and nothing a client names is ever read or deleted."""
+        """The photo the upload store holds under `path` (an upload, or a URL's photo fetch_photo brought in). Any
+        other path is refused with images.ImageError and its file left as it is: a request may name a file the app
+        serves (Gradio lets an input name a static path), and nothing a client names is ever read or deleted."""
         from .images import ImageError
 
         path = str(path)
         held = self.store.take(path)
         if held is None:
-            with self._disk_copies_lock:
-                ours = path in self._downloads
-                self._downloads.discard(path)
-            if not ours:
-                raise ImageError(SERVER_PATH_REFUSED, "a server path")
-            file = Path(path)
-            try:
-                data = file.read_bytes()
-            except OSError:
-                data = b""
-            finally:
-                _delete(file)
-            held = (photo_key(data), data)
+            raise ImageError(SERVER_PATH_REFUSED, "a server path")
         _drop_from_gradio_lists(path)
         return Photo(*held, path)
 

@@ -144,12 +144,9 @@ def test_vectors_are_cached_by_content_never_by_path(tmp_path):
     assert np.array_equal(photos.vector(photos.open("uploads/2/b.jpg")), fake_vector(b"picture A"))
     assert embed.calls == [b"picture A"]
 
-    gradio_copy = tmp_path / "hash-of-the-url" / "shirt.jpg"  # where Gradio saves a URL's picture, whatever it is
-    for picture in (b"picture B", b"picture A"):  # the picture at the URL changed: its own vector, A's from cache
-        gradio_copy.parent.mkdir(exist_ok=True)
-        gradio_copy.write_bytes(picture)
-        photos.downloaded(gradio_copy)
-        assert np.array_equal(photos.vector(photos.open(gradio_copy)), fake_vector(picture))
+    for picture in (b"picture B", b"picture A"):  # other bytes under a name used before: their own vector
+        photos.store.put("uploads/1/a.jpg", picture)
+        assert np.array_equal(photos.vector(photos.open("uploads/1/a.jpg")), fake_vector(picture))
     assert embed.calls == [b"picture A", b"picture B"]
 
     cache = VectorCache(size=2)
@@ -170,24 +167,9 @@ def test_a_photo_is_used_once_then_only_its_vector_is_kept():
         photos.vector(again)
 
 
-def test_a_file_gradio_wrote_is_read_once_and_deleted_with_its_folder(tmp_path):
-    cache = tmp_path / "gradio"
-    file, neighbour = cache / "f00d" / "shirt.jpg", cache / "beef" / "a.jpg"
-    for path in (file, neighbour, neighbour.with_name("b.jpg")):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(path.name.encode() * 10)
-    photos = QueryPhotos(CountingEmbedder())
-    for path in (file, neighbour):
-        photos.downloaded(path)  # Gradio fetched a URL to it for a request
-    assert photos.open(str(file)) == Photo(sha256(b"shirt.jpg" * 10), b"shirt.jpg" * 10, str(file))
-    assert not file.exists() and not file.parent.exists() and cache.is_dir()
-    photos.open(neighbour)
-    assert not neighbour.exists() and neighbour.with_name("b.jpg").exists()  # a folder still in use stays
-
-
-def test_a_path_the_app_did_not_download_is_refused_and_left_untouched(tmp_path):
+def test_a_path_the_app_did_not_hand_out_is_refused_and_left_untouched(tmp_path):
     """A request may name any file Gradio lets an input name (a catalog image it serves, a file of its folder):
-    it is never read or deleted, and the request is refused with a clear message. Nor is a download read twice."""
+    it is never read or deleted, and the request is refused with a clear message."""
     thumbnail = tmp_path / "index" / "images" / "10030.jpg"
     thumbnail.parent.mkdir(parents=True)
     thumbnail.write_bytes(b"a catalog image")
@@ -195,16 +177,6 @@ def test_a_path_the_app_did_not_download_is_refused_and_left_untouched(tmp_path)
     with pytest.raises(ImageError, match="names a file on the server"):
         photos.open(str(thumbnail))
     assert thumbnail.read_bytes() == b"a catalog image"
-    download = tmp_path / "gradio" / "url-hash" / "shirt.jpg"
-    download.parent.mkdir(parents=True)
-    download.write_bytes(b"a shirt")
-    photos.downloaded(download)
-    photos.open(download)
-    download.parent.mkdir(parents=True)
-    download.write_bytes(b"written again by someone")
-    with pytest.raises(ImageError, match="names a file on the server"):
-        photos.open(download)
-    assert download.read_bytes() == b"written again by someone"
 
 
 def test_opened_paths_are_dropped_from_gradios_lists(tmp_path):
@@ -212,19 +184,17 @@ def test_opened_paths_are_dropped_from_gradios_lists(tmp_path):
     one deleted by someone else: the lists would grow with every photo."""
     from gradio.context import LocalContext
 
-    uploaded, downloaded = str(tmp_path / "uploads" / "a" / "photo.jpg"), tmp_path / "url-hash" / "shirt.jpg"
-    downloaded.parent.mkdir()
-    downloaded.write_bytes(b"picture")
-    listed = {uploaded, str(downloaded), "someone else's file"}
+    uploaded, fetched = str(tmp_path / "uploads" / "a" / "photo.jpg"), str(tmp_path / "url-hash" / "url-photo")
+    listed = {uploaded, fetched, "someone else's file"}
     blocks = SimpleNamespace(upload_file_set=set(listed), blocks={
         1: SimpleNamespace(temp_files=set(listed)), 2: SimpleNamespace(), 3: SimpleNamespace(temp_files=set())})
     photos = QueryPhotos(CountingEmbedder())
     photos.store.put(uploaded, b"photo")
-    photos.downloaded(downloaded)
+    photos.store.put(fetched, b"a URL's picture")
     token = LocalContext.blocks.set(blocks)
     try:
         photos.open(uploaded)
-        photos.open(str(downloaded))
+        photos.open(fetched)
     finally:
         LocalContext.blocks.reset(token)
     assert blocks.upload_file_set == blocks.blocks[1].temp_files == {"someone else's file"}
