@@ -413,12 +413,16 @@ def adopt(target: Path) -> Path:
     """The generation folder `target` serves, turning an index folder from before generations into one (so that a
     later swap cannot move its files under a reader)."""
     target = Path(target)
-    if target.is_dir() and not target.is_symlink():
-        generations = _generations(target)
+    generations = _generations(target)
+    # a folder to adopt, or none because another process is moving it into a generation now: wait for that one
+    if not target.is_symlink() and (target.is_dir() or generations.is_dir()):
         generations.mkdir(parents=True, exist_ok=True)
-        generation = _new_generation(generations)
-        with _held(generation):  # _link moves the folder there before it links it: not to be removed meanwhile
-            _link(target, generation)
+        with open(generations / ".adopt.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time: two would each link a generation of their own
+            if target.is_dir() and not target.is_symlink():  # not adopted by another process meanwhile
+                generation = _new_generation(generations)
+                with _held(generation):  # _link moves the folder there before it links it: not to be removed
+                    _link(target, generation)
     return target.resolve()
 
 

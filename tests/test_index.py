@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,34 @@ def test_the_served_generation_is_never_removed_by_cleanups_racing_swaps(tmp_pat
     assert not problems, f"after {looks} looks: {sorted(problems)}"
     assert [process.exitcode for process in swappers + cleaners] == [0] * 5
     assert _complete(target.resolve()), "the link left pointing at a removed or incomplete generation"
+
+
+def _adopt_when_told(target, start, resolved):
+    start.wait()
+    resolved.put(str(adopt(target)))
+
+
+def test_processes_adopting_an_old_index_folder_at_once_all_serve_the_same_complete_generation(tmp_path):
+    """Two apps (or an app and a build) starting on an index folder from before generations: each turns it into a
+    generation if no one has yet. Both at once must not link the index to a second, empty, generation."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for round_number in range(8):
+        target = tmp_path / f"index-{round_number}"
+        _write_generation(target, "old")
+        start, resolved = context.Event(), context.Queue()
+        adopters = [context.Process(target=_adopt_when_told, args=(target, start, resolved)) for _ in range(4)]
+        for process in adopters:
+            process.start()
+        time.sleep(1.5)  # all four started (spawn imports the project), waiting for the word
+        start.set()
+        for process in adopters:
+            process.join(timeout=60)
+        assert [process.exitcode for process in adopters] == [0] * 4
+        served = {resolved.get(timeout=5) for _ in adopters}
+        assert served == {str(target.resolve())} and _complete(target.resolve()), \
+            f"round {round_number}: the adopters serve {sorted(served)}, the link {target.resolve()}"
 
 
 def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(built_index, tmp_path, monkeypatch):
