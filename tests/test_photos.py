@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import io
+import json
 import re
 import shutil
 import socket
@@ -397,6 +398,25 @@ def rest_call(app, api: str, data: list) -> str:
     return httpx.get(f"{app.url}/gradio_api/call/{api}/{event}", timeout=60).text
 
 
+def page_event(app, api: str, event_data: dict) -> list:
+    """One of the page's events through the queue's protocol, as the page's script sends it (its inputs as the
+    page has them at start): its answer, the outputs or the error."""
+    config = httpx.get(f"{app.url}/config", timeout=30).json()
+    values = {component["id"]: component.get("props", {}).get("value") for component in config["components"]}
+    dependency = next(item for item in config["dependencies"] if item.get("api_name") == api)
+    session = f"page{time.time_ns()}"
+    with httpx.Client(base_url=f"{app.url}/gradio_api", timeout=60) as http:
+        http.post("/queue/join", json={"data": [values.get(component) for component in dependency["inputs"]],
+                                       "fn_index": dependency["id"], "session_hash": session,
+                                       "event_data": event_data, "trigger_id": None}).raise_for_status()
+        with http.stream("GET", "/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    return message["output"]
+    raise AssertionError("the queue's stream ended without an answer")
+
+
 def test_no_request_naming_a_server_file_reads_or_deletes_it(photo_app, photo_client, built_index, catalog_rows):
     """Every gallery answer tells the thumbnails' paths, and Gradio lets an input name a file it serves: a request
     naming one (or an index file, or a file in Gradio's folder) is refused, and every file stays byte-identical."""
@@ -413,6 +433,9 @@ def test_no_request_naming_a_server_file_reads_or_deletes_it(photo_app, photo_cl
         for api, data in (("recommend", [image, 8, "All", "All", "All"]), ("explain", [image, "", "10030"])):
             answer = rest_call(photo_app, api, data)
             assert "event: error" in answer and "names a file on the server" in answer, answer
+        told = json.dumps(page_event(photo_app, "search_photo", {"path": str(path)}))  # as the page's picker sends it
+        # refused by the page's handler (a photo it was not sent), or before it by Gradio (a path outside its files)
+        assert "did not reach the server" in told or "is not in the cache folder and cannot be accessed" in told, told
     assert {path: path.read_bytes() for path in targets} == before
     _, results = photo_client.predict(image=handle_file(str(thumbnail)), k=3, api_name="/recommend")  # as a photo
     assert results and thumbnail.read_bytes() == before[thumbnail]
