@@ -24,7 +24,7 @@ MAX_ASPECT = 20  # a phone's panorama is about 4:1; a 30,000,000x1 PNG has few p
 # Decoded images are shrunk to about this longest side: the model sees 224 px and an explanation 320, so nothing
 # past it changes a result, while each full-size copy of a 60 MP photo would cost up to 240 MB.
 WORKING_SIDE = 2048
-STRIP_ROWS = 64  # rows of the shrunk image made at a time
+STRIP_ROWS = 16  # rows of the shrunk image made at a time
 _REDUCIBLE = {"P": "RGBA", "PA": "RGBA", "1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}  # what reduce takes
 ORIENTATION = 0x0112  # the EXIF tag
 # EXIF orientation -> the turn that shows the picture upright (ImageOps.exif_transpose's table)
