@@ -4,7 +4,6 @@ no copy of the photo (its small copy, the overlays), and the deep-link route wri
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -14,7 +13,6 @@ import time
 
 import httpx
 import pytest
-from PIL import Image
 
 import synthetic_catalog
 from app_process import ROOT, RunningApp
