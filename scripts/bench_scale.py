@@ -1,15 +1,17 @@
-"""A million products on one Space (CPU basic: 2 vCPU, 16 GB): issue 11's targets, measured on an index of N synthetic
-vectors and items: vectors drawn around the model's own vectors of 300 product photos (photo_like_chunks). Part of scripts/bench.py (--scale, every size); one size:
+"""A million products on one Space (CPU basic: 2 vCPU, 16 GB): serving targets at 44k, 250k and 1M products, measured
+on indexes of synthetic vectors and items: vectors drawn around the model's own vectors of 300 product photos
+(photo_like_chunks). Part of scripts/bench.py (--scale, every size); one size's own rows:
 
     python scripts/bench_scale.py 1000000 --work /tmp/scale   # builds /tmp/scale/1000000 once, then reuses it
 
 The index is written as a build writes it (vectors, Annoy over 256 principal components, coarse coordinates, items,
 probe, manifest with checksums, then swapped in as a generation), but from generated vectors: embedding 1M images
-would take 12 hours here. Queries unlike the catalog (another generator's) measure the loose-bounds worst case. Thumbnails are 100 placeholder JPEGs, hard-linked (the file system allows ~65k links
-to one file). The app is started as a user starts it, on a warm page cache (dropping it would slow the other jobs on
-this machine), and measured from outside: cold start to the first answer, resident memory after filtered and
-unfiltered queries. Latency, recall and exactness are measured here, in the search object, with one BLAS thread
-as in the app.
+would take 12 hours here. Queries unlike the catalog (another generator's) measure the loose-bounds worst case.
+Thumbnails are 100 placeholder JPEGs, hard-linked (the file system allows ~65k links to one file). Each size's app
+is started as a user starts it, on a warm page cache (dropping it would slow the other jobs on this machine), and
+measured from outside: cold start to the first answer, resident memory after filtered and unfiltered queries.
+Latency, recall and exactness are measured in the search object, with one BLAS thread as in the app. Then every
+size's app runs at once and the same photos go to each in turn: the sizes compared through the app.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_helpers import Report, p50_p95, percentiles, timed  # first: one BLAS thread, as in the app
+from bench_helpers import Photos, Report, p50_p95, percentiles, timed  # first: one BLAS thread, as in the app
 
 import numpy as np  # noqa: E402
 
@@ -152,17 +154,62 @@ def write_scale_index(count: int, work: Path, report: Report, section: str) -> P
 
 def bench_million(bench) -> None:
     """bench.py --scale: each size in a child process (its memory given back before the next), reusing the indexes
-    in bench.size["scale_work"]."""
-    through_app = {}
+    in bench.size["scale_work"]; then a photo through the app at every size, side by side."""
+    work = bench.size["scale_work"]
+    photos = Photos(work / "photos").take(SIDE_BY_SIDE * len(KINDS) + WARM)  # the same photos at every size
+    searched = {}
     for count in SIZES:
-        command = [sys.executable, __file__, str(count), "--work", str(bench.size["scale_work"])]
+        command = [sys.executable, __file__, str(count), "--work", str(work), "--photos", str(work / "photos")]
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode:
             sys.exit(f"{' '.join(command)} failed:\n{child.stderr[-3000:]}")
         answer = json.loads(child.stdout.splitlines()[-1])
         bench.report.merge(answer)
-        through_app[count] = answer["through_app"]
-    compare_sizes(through_app, bench.report)
+        searched[count] = answer["search_ms"]
+    through_app = side_by_side({count: work / str(count) / "index" for count in SIZES}, photos, bench.report)
+    for count in SIZES:
+        for kind in KINDS:
+            search, app = percentiles(searched[count][kind]), percentiles(through_app[count][kind])
+            bench.report.add(SECTION, f"{count:,} products: {kind}, where a photo's time through the app goes: the "
+                             "search alone for the same photos, in process; the rest (model, Gradio, client)",
+                             f"search p50 {search[0]:.1f} ms, p95 {search[1]:.1f} ms; the rest p50 "
+                             f"{app[0] - search[0]:.0f} ms")
+    compare_sizes({count: {kind: percentiles(ms) for kind, ms in kinds.items()}
+                   for count, kinds in through_app.items()}, bench.report)
+
+
+def side_by_side(indexes: dict, photos: list[str], report: Report) -> dict:
+    """{count: {kind: milliseconds}} of `photos` (after the first WARM) through gradio_client, every size's app running at once and each
+    photo sent to every app in turn (the first app rotating): sizes measured one after another differed by more
+    than the 20 ms to be compared (a busy machine's minutes apart), and 10 photos a kind gave a p95 of one photo."""
+    from contextlib import ExitStack
+
+    from gradio_client import Client, handle_file
+
+    elapsed = {count: {kind: [] for kind in KINDS} for count in indexes}
+    with ExitStack() as stack:
+        clients = {}
+        for count, target in indexes.items():
+            app = stack.enter_context(RunningApp({"INDEX_DIR": str(target), "GRADIO_TEMP_DIR": str(
+                target.parent / "gradio")}, target.parent / "app-side-by-side.log"))
+            app.wait_until_ready(timeout=600)
+            clients[count] = Client(app.url, verbose=False, download_files=str(target.parent / "downloads"))
+        for count, client in clients.items():
+            for photo in photos[:WARM]:  # the first calls trace the model and fill caches
+                client.predict(image=handle_file(photo), k=8, api_name="/recommend")
+        order = list(clients)
+        for number, photo in enumerate(photos[WARM:]):
+            kind = list(KINDS)[number % len(KINDS)]
+            first = number % len(order)
+            for count in order[first:] + order[:first]:
+                elapsed[count][kind].append(timed(lambda: clients[count].predict(
+                    image=handle_file(photo), k=8, api_name="/recommend", **KINDS[kind]))[1])
+    for count, kinds in elapsed.items():
+        for kind, milliseconds in kinds.items():
+            report.add(SECTION, f"{count:,} products: a photo through gradio_client, {kind}, the {len(milliseconds)} "
+                       f"photos sent to every size's app in turn (the model and the results' {8} thumbnails' "
+                       "downloads included)", p50_p95(milliseconds))
+    return elapsed
 
 
 def compare_sizes(through_app: dict, report: Report) -> None:
@@ -179,33 +226,31 @@ def compare_sizes(through_app: dict, report: Report) -> None:
                       p95 <= 2 * unfiltered_p95)
 
 
-def bench_scale_size(count: int, work: Path, report: Report) -> dict:
-    """This size's rows; {kind: (p50, p95)} of photos through the app, for the comparisons across sizes."""
-    section = "A million products"
+def bench_scale_size(count: int, work: Path, photos: list[str], report: Report) -> dict:
+    """This size's rows, in this process and its own app; {kind: milliseconds} of the search alone for `photos`
+    (after the first WARM), which bench_million sends through every size's app side by side."""
     work.mkdir(parents=True, exist_ok=True)
-    target = write_scale_index(count, work, report, section)
+    target = write_scale_index(count, work, report, SECTION)
     files = IndexFiles(target.resolve())
     sizes = {path.name: path.stat().st_size for path in (*files.checked, files.coarse)}
-    report.add(section, f"{count:,} products: on disk", ", ".join(f"{name} {size / 1e6:,.0f} MB"
+    report.add(SECTION, f"{count:,} products: on disk", ", ".join(f"{name} {size / 1e6:,.0f} MB"
                                                                    for name, size in sizes.items()))
-    photos, app_ms = bench_app(count, target, report, section)
-    searcher = bench_search(count, target, np.load(work / "queries.npy"), report, section)
-    bench_photo_search(count, searcher, photos, app_ms, report, section)
-    return {kind: percentiles(milliseconds) for kind, milliseconds in app_ms.items()}
+    bench_app(count, target, photos, report)
+    searcher = bench_search(count, target, np.load(work / "queries.npy"), report, SECTION)
+    return bench_photo_search(count, searcher, photos[WARM:], report)
 
 
+SECTION = "A million products"
 KINDS = {"no filter": {}, "50%": {"gender": "Men"}, "1%": {"article_type": "Type 3"}}
-APP_QUERIES = 10  # photos of each kind through the app
+SIDE_BY_SIDE = 30  # photos of each kind through every size's app: a p95 of more than one photo
+WARM = 2  # photos sent first to each app, not measured
+MEMORY_QUERIES = 10  # photos of each kind through a size's own app before its memory is read
 
 
-def bench_app(count: int, target: Path, report: Report, section: str) -> tuple[list[str], dict]:
-    """Cold start to the first answer, and resident memory after filtered and unfiltered queries, from outside;
-    (the photos sent after the first, {kind: their milliseconds})."""
+def bench_app(count: int, target: Path, photos: list[str], report: Report) -> None:
+    """Cold start to the first answer, and resident memory after filtered and unfiltered queries, from outside."""
     from gradio_client import Client, handle_file
 
-    from bench_helpers import Photos
-
-    photos = Photos(target.parent / "photos").take(1 + APP_QUERIES * len(KINDS))
     log = target.parent / "app.log"
     started = time.perf_counter()
     with RunningApp({"INDEX_DIR": str(target), "GRADIO_TEMP_DIR": str(target.parent / "gradio")}, log) as app:
@@ -213,31 +258,24 @@ def bench_app(count: int, target: Path, report: Report, section: str) -> tuple[l
         client = Client(app.url, verbose=False)
         client.predict(image=handle_file(photos[0]), k=8, api_name="/recommend")
         cold = time.perf_counter() - started
-        elapsed = {kind: [] for kind in KINDS}
-        for number, photo in enumerate(photos[1:]):
-            kind = list(KINDS)[number % len(KINDS)]
-            elapsed[kind].append(timed(lambda: client.predict(image=handle_file(photo), k=8, api_name="/recommend",
-                                                              **KINDS[kind]))[1])
+        queried = photos[1:1 + MEMORY_QUERIES * len(KINDS)]
+        for number, photo in enumerate(queried):
+            client.predict(image=handle_file(photo), k=8, api_name="/recommend", **list(KINDS.values())[number % 3])
         resident = app.resident_bytes()
         peak = _status_bytes(app.process.pid, "VmHWM")
-    for kind, milliseconds in elapsed.items():
-        report.add(section, f"{count:,} products: a photo through gradio_client, {kind} (the model included; "
-                   "the catalog's vectors are drawn around the model's vectors of other product photos)", p50_p95(milliseconds))
-    report.add(section, f"{count:,} products: cold start, process start to the first answered query (page cache "
+    report.add(SECTION, f"{count:,} products: cold start, process start to the first answered query (page cache "
                "warm)", f"{cold:.1f} s")
-    report.add(section, f"{count:,} products: app resident memory after {len(photos)} queries, a third of them "
-               "filtered to 50% and a third to 1% (peak)", f"{resident / 2**30:.2f} GiB ({peak / 2**30:.2f} GiB)")
+    report.add(SECTION, f"{count:,} products: app resident memory after {1 + len(queried)} queries, a third of "
+               "them filtered to 50% and a third to 1% (peak)", f"{resident / 2**30:.2f} GiB ({peak / 2**30:.2f} GiB)")
     report.target(f"cold start at {count:,} products", f"{cold:.1f} s", "<= 30 s", cold <= 30)
     report.target(f"app resident memory at {count:,} products", f"{resident / 2**30:.2f} GiB", "<= 6 GB",
                   resident <= 6e9, gate=True)
-    return photos[1:], elapsed
 
 
-def bench_photo_search(count: int, searcher: Recommender, photos: list[str], app_ms: dict, report: Report,
-                       section: str) -> None:
-    """Where a photo's time through the app goes: the same photos' search alone, in this process (the model
-    apart), and how many fell back to a pass over every stored vector (loose bounds: a photo unlike the catalog's
-    vectors); the rest of the app's time is the model, Gradio and the client, the same at every size."""
+def bench_photo_search(count: int, searcher: Recommender, photos: list[str], report: Report) -> dict:
+    """The search alone for the photos that go through the app (the model apart), in this process, by kind as
+    side_by_side sends them, and how many fell back to a pass over every stored vector (loose bounds: a photo
+    unlike the catalog's vectors); {kind: milliseconds}."""
     index = searcher.index
     passes = []
     scan = index._scan_rows
@@ -247,21 +285,21 @@ def bench_photo_search(count: int, searcher: Recommender, photos: list[str], app
         return scan(*args)
 
     index._scan_rows = counted_scan
+    searched = {}
     try:
         for number, kind in enumerate(KINDS):
             mine = photos[number::len(KINDS)]
             rows = searcher.matching_rows(KINDS[kind])
             vectors = [searcher.embedder.embed_image(Path(photo).read_bytes()) for photo in mine]
             passes.clear()
-            milliseconds = [timed(searcher.nearest, vector, 8, rows)[1] for vector in vectors]
-            search, app = percentiles(milliseconds), percentiles(app_ms[kind])
-            report.add(section, f"{count:,} products: {kind}, where a photo's time through the app goes: the search "
-                       f"alone for the same photos, in process ({len(passes)}/{len(vectors)} a pass over every "
-                       "stored vector: loose bounds); the rest (model, Gradio, client)",
-                       f"search p50 {search[0]:.1f} ms, p95 {search[1]:.1f} ms; the rest p50 {app[0] - search[0]:.0f} "
-                       "ms")
+            searched[kind] = [timed(searcher.nearest, vector, 8, rows)[1] for vector in vectors]
+            report.add(SECTION, f"{count:,} products: {kind}, the search alone for the photos sent through the app, "
+                       f"in process ({len(passes)}/{len(vectors)} with more than 4,096 rows within reach, ranked by dot "
+                       "products first: loose bounds)",
+                       p50_p95(searched[kind]))
     finally:
         index._scan_rows = scan
+    return searched
 
 
 def bench_search(count: int, target: Path, queries: np.ndarray, report: Report, section: str) -> Recommender:
@@ -346,8 +384,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("count", type=int)
     parser.add_argument("--work", default="/tmp/bench-scale", help="where the index is built once and reused")
+    parser.add_argument("--photos", default=None, help="a folder of JPEG photos to query with (default: made in "
+                        "--work), the same at every size")
     args = parser.parse_args()
     report = Report("")
-    through_app = bench_scale_size(args.count, Path(args.work) / str(args.count), report)
-    print(json.dumps({**report.as_dict(), "through_app": through_app}))  # the last line: bench.py --scale reads it
+    folder = Path(args.photos or Path(args.work) / "photos")
+    photos = sorted(map(str, folder.glob("*.jpg")), key=lambda path: int(Path(path).stem))[:SIDE_BY_SIDE * len(KINDS) + WARM]
+    photos = photos or Photos(folder).take(SIDE_BY_SIDE * len(KINDS) + WARM)
+    searched = bench_scale_size(args.count, Path(args.work) / str(args.count), photos, report)
+    print(json.dumps({**report.as_dict(), "search_ms": searched}))  # the last line: bench.py --scale reads it
     sys.exit(0)
