@@ -8,18 +8,25 @@ from the end. Off a Space there is no proxy: the socket's address.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from collections import Counter
 
 __all__ = ["CLIENT_EVENTS", "CLIENT_STREAMS", "client_address", "limit_events_per_client", "proxy_hops",
-           "serve_clients_in_turn"]
+           "serve_clients_in_turn", "slow_refusal"]
 
 # Events one address may have waiting or running at once: a page's click on a result runs two ("more like this" and
 # "Why this match?"), and a filter changed while a search runs one more. Past it, a request is refused at once.
 # MAX_EVENTS_PER_CLIENT raises it where many people share one address (an office behind one NAT, a load test).
 CLIENT_EVENTS = int(os.environ.get("MAX_EVENTS_PER_CLIENT", "3"))
 CLIENT_STREAMS = int(os.environ.get("MAX_STREAMS_PER_CLIENT", "1"))  # live streams (each holds a slot for minutes)
+# A refusal is answered after this many seconds. A flood's loop retries the moment it is refused: answered at once,
+# one address's 48 connections had over 500 requests a second refused, each an HTTP request, an upload and a queue
+# call, and those took the cores from the other visitors' searches (docs/reliability.md). Waiting costs the app a
+# sleeping coroutine, and slows only a client that is already over its share.
+REFUSAL_SECONDS = float(os.environ.get("REFUSAL_SECONDS", "1"))
+REFUSALS_HELD = 512  # refusals waiting at once (each holds a connection); past it they are answered at once
 
 
 def proxy_hops() -> int:
@@ -44,10 +51,26 @@ def _request_address(request, hops: int) -> str:
     return client_address(request.headers, client.host if client else None, hops)
 
 
+_refusals_held = 0  # one event loop serves every request: no lock needed
+
+
+async def slow_refusal() -> None:
+    """Wait REFUSAL_SECONDS before a refusal is sent, unless REFUSALS_HELD refusals wait already."""
+    global _refusals_held
+    if _refusals_held >= REFUSALS_HELD or REFUSAL_SECONDS <= 0:
+        return
+    _refusals_held += 1
+    try:
+        await asyncio.sleep(REFUSAL_SECONDS)
+    finally:
+        _refusals_held -= 1
+
+
 def limit_events_per_client(queue, hops: int, events: int = CLIENT_EVENTS, streams: int = CLIENT_STREAMS) -> None:
     """Refuse, in Gradio's queue, an event from an address that already has `events` waiting or running (or
-    `streams` live streams): with HTTP 503 (Gradio's answer to a full queue) and a message saying why and when to
-    try again. Every route into the queue (the page, /gradio_api/call, gradio_client, MCP) goes through push."""
+    `streams` live streams): with HTTP 503 (Gradio's answer to a full queue), after slow_refusal, and a message saying
+    why and when to try again. Every route into the queue (the page, /gradio_api/call, gradio_client, MCP) goes
+    through push."""
     push = queue.push
 
     async def push_if_fair(body, request, username):
@@ -56,10 +79,12 @@ def limit_events_per_client(queue, hops: int, events: int = CLIENT_EVENTS, strea
         fn = _function(queue, body)
         streaming = fn is not None and fn.connection == "stream"
         if streaming and held[address, "stream"] >= streams:
+            await slow_refusal()
             return False, (f"Too many live streams from your address ({held[address, 'stream']} running): stop one, "
                            "or try again when it ends."), "queue_full"
         if not streaming and held[address, "event"] >= events:
             wait = max(1, math.ceil(held[address, "event"] * _average_seconds(queue)))
+            await slow_refusal()
             return False, (f"Too many requests from your address ({held[address, 'event']} waiting or running): "
                            f"try again in {wait} s."), "queue_full"
         return await push(body, request, username)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from recommender.clients import client_address
+from recommender.clients import client_address, slow_refusal
 
 __all__ = ["InMemoryUploads", "Photo", "QueryPhotos", "RefuseDeepLinks", "TooManyUploads", "UploadStore",
            "VectorCache", "never_record_values", "photo_key", "query_image", "refuse_server_paths_clearly"]
@@ -182,6 +182,7 @@ class InMemoryUploads:
         try:
             self.photos.store.check_room(client)
         except TooManyUploads as refused:
+            await slow_refusal()  # a flood's loop would otherwise send its next request at once
             return 429, str(refused).encode()
         too_large = f"File size exceeds the maximum allowed size of {self.max_bytes // 2**20} MB.".encode()
         if int(request.headers.get("content-length") or 0) > self.max_bytes + 65536:  # + the multipart framing
@@ -210,6 +211,7 @@ class InMemoryUploads:
             try:
                 self.photos.store.put(path, data, client)
             except TooManyUploads as refused:
+                await slow_refusal()
                 return 429, str(refused).encode()
             paths.append(path)
         return 200, json.dumps(paths).encode()

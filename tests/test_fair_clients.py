@@ -4,6 +4,7 @@ the others keep their place in the queue. Clients are told apart by their own lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -13,9 +14,11 @@ import pytest
 
 from app_process import RunningApp
 from recommender.clients import CLIENT_EVENTS, client_address
-from visitors import client, new_photo, rest_recommend, uploaded
+from visitors import client, new_photo, rest_recommend, upload_flood, uploaded
 
 FLOOD = 48  # concurrent requests from the flooding address
+REFUSAL_SECONDS = 0.25  # the test app's wait before a refusal (the app's default, 1 s, would make the upload flood's
+# 1,200 refused requests on 16 connections take 75 s)
 
 
 def queued_recommend(http: httpx.Client, url: str, fn_index: int, data: bytes) -> tuple[int, str]:
@@ -42,8 +45,8 @@ def queued_recommend(http: httpx.Client, url: str, fn_index: int, data: bytes) -
 @pytest.fixture(scope="module")
 def fair_app(built_index, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fair")
-    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio")},
-                    folder / "app.log") as running:
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"),
+                     "REFUSAL_SECONDS": str(REFUSAL_SECONDS)}, folder / "app.log") as running:
         yield running.wait_until_ready()
 
 
@@ -55,8 +58,9 @@ def recommend_fn_index(url: str) -> int:
 
 def test_a_flooding_address_is_refused_and_another_keeps_its_place(fair_app):
     """48 concurrent searches of new photos in a loop from 127.0.0.2: it is told "too many requests" (HTTP 503, with
-    when to try again) and never holds more than its share; 127.0.0.3's one-at-a-time searches all succeed and never
-    wait behind more than that share."""
+    when to try again), each refusal only after REFUSAL_SECONDS (a flood's loop cannot spin on refusals), and never
+    holds more than its share; 127.0.0.3's one-at-a-time searches all succeed and never wait behind more than that
+    share."""
     url, fn_index = fair_app.url, recommend_fn_index(fair_app.url)
     stop, outcomes, lock = threading.Event(), {"served": 0, "refused": []}, threading.Lock()
 
@@ -65,12 +69,13 @@ def test_a_flooding_address_is_refused_and_another_keeps_its_place(fair_app):
             for number in range(10**6):
                 if stop.is_set():
                     return
+                started = time.perf_counter()
                 status, text = rest_recommend(http, url, new_photo(worker * 10**6 + number))
                 with lock:
                     if status == 200 and "event: complete" in text:
                         outcomes["served"] += 1
                     elif status != 200:
-                        outcomes["refused"].append((status, text))
+                        outcomes["refused"].append((status, text, time.perf_counter() - started))
 
     workers = [threading.Thread(target=flood, args=(worker,), daemon=True) for worker in range(FLOOD)]
     for worker in workers:
@@ -88,8 +93,10 @@ def test_a_flooding_address_is_refused_and_another_keeps_its_place(fair_app):
         for worker in workers:
             worker.join(timeout=120)
     assert outcomes["refused"], "the flooding address was never refused"
-    status, text = outcomes["refused"][0]
+    status, text, _ = outcomes["refused"][0]
     assert status == 503 and "Too many requests from your address" in text and "try again in" in text, text
+    quickest = min(seconds for *_, seconds in outcomes["refused"])
+    assert quickest >= 0.9 * REFUSAL_SECONDS, f"a refusal was answered in {quickest * 1000:.0f} ms"
     # Gradio's rank counts the events ahead: at most the flooder's share (and none of the other's own)
     assert max(ranks) <= CLIENT_EVENTS, f"the other visitor waited behind {max(ranks)} events: {ranks}"
     assert outcomes["served"] > 0  # refused beyond its share, not shut out
@@ -121,29 +128,12 @@ PER_REQUEST, CONNECTIONS = 50, 16
 
 def test_a_flood_of_tiny_uploads_is_refused_and_costs_the_app_nothing(fair_app):
     """60,000 uploads of a few bytes from 127.0.0.2, 50 a request on 16 connections: beyond its share the address is
-    refused (429, saying when to try again), the app's memory grows by < 100 MB, and 127.0.0.3's searches all
-    succeed meanwhile."""
+    refused (429, saying when to try again, after REFUSAL_SECONDS), the app's memory grows by < 100 MB, and
+    127.0.0.3's searches all succeed meanwhile."""
     url = fair_app.url
     before = fair_app.resident_bytes()
-    sent, statuses, messages, lock = [0], {}, [], threading.Lock()
-
-    def flood():
-        with client("127.0.0.2") as http:
-            while True:
-                with lock:
-                    if sent[0] >= UPLOAD_FLOOD:
-                        return
-                    first = sent[0]
-                    sent[0] += PER_REQUEST
-                files = [("files", (f"{first + n}.jpg", f"tiny {first + n}".encode(), "image/jpeg"))
-                         for n in range(PER_REQUEST)]
-                answer = http.post(f"{url}/gradio_api/upload", files=files)
-                with lock:
-                    statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
-                    if answer.status_code != 200 and len(messages) < 3:
-                        messages.append(answer.text)
-
-    workers = [threading.Thread(target=flood, daemon=True) for _ in range(CONNECTIONS)]
+    statuses = {}
+    workers = upload_flood(url, "127.0.0.2", CONNECTIONS, UPLOAD_FLOOD, PER_REQUEST, statuses)
     for worker in workers:
         worker.start()
     answers = []
@@ -154,6 +144,31 @@ def test_a_flood_of_tiny_uploads_is_refused_and_costs_the_app_nothing(fair_app):
         worker.join()
     grown = fair_app.resident_bytes() - before
     assert all(status == 200 and "event: complete" in text for status, text in answers), answers[:3]
-    assert statuses.get(429), f"the uploading address was never refused: {statuses}"
+    assert statuses.get(429), f"the uploading address was never refused: {statuses.keys()}"
+    messages = statuses["messages"]
     assert "Too many photos from your address" in messages[0] and "try again in" in messages[0], messages
+    quickest = min(statuses["refused_ms"])
+    assert quickest >= 900 * REFUSAL_SECONDS, f"a refusal was answered in {quickest:.0f} ms"
     assert grown < 100e6, f"the app grew by {grown / 1e6:.0f} MB"
+
+
+def test_a_refusal_waits_but_only_so_many_wait_at_once(monkeypatch):
+    """slow_refusal holds a refusal REFUSAL_SECONDS, but past REFUSALS_HELD waiting at once answers at once: a flood
+    of connections cannot make the app hold unbounded many."""
+    from recommender import clients
+
+    monkeypatch.setattr(clients, "REFUSAL_SECONDS", 0.2)
+    monkeypatch.setattr(clients, "REFUSALS_HELD", 3)
+
+    async def refusals(count: int) -> list[float]:
+        started = time.perf_counter()
+
+        async def refused() -> float:
+            await clients.slow_refusal()
+            return time.perf_counter() - started
+
+        return await asyncio.gather(*(refused() for _ in range(count)))
+
+    waited = sorted(asyncio.run(refusals(5)))
+    assert waited[1] < 0.1 and waited[2] >= 0.19, waited  # two answered at once, three after the wait
+    assert clients._refusals_held == 0
