@@ -25,25 +25,28 @@ for _name, _value in GRADIO_QUEUE_ANALYTICS.items():
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
-from recommender.build import BuildFailed  # noqa: E402
-from recommender.catalog import CatalogUnavailable  # noqa: E402
-from recommender.clients import limit_events_per_client, proxy_hops, serve_clients_in_turn  # noqa: E402
+from recommender.pipeline.build import BuildFailed  # noqa: E402
+from recommender.columns import CatalogUnavailable  # noqa: E402
+from recommender.serve.clients import limit_events_per_client, proxy_hops, serve_clients_in_turn  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
-from recommender.explain import View, query_embedder  # noqa: E402
-from recommender.page import LiveState, Page, api_endpoint, in_memory_image, live_camera  # noqa: E402
-from recommender.photos import (InMemoryUploads, QueryPhotos, RefuseDeepLinks, delete_mcp_copies,  # noqa: E402
-                                never_record_values, query_image, refuse_server_paths_clearly)
-from recommender.picker import photo_picker  # noqa: E402
-from recommender.provision import IndexUnusable, build_limit, ensure_index  # noqa: E402
-from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
-from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
+from recommender.serve.environment import ENV  # noqa: E402
+from recommender.serve.explain import View, query_embedder  # noqa: E402
+from recommender.serve.page import LiveState, Page, api_endpoint, in_memory_image, live_camera  # noqa: E402
+from recommender.serve.gradio_patches import (RefuseDeepLinks, delete_mcp_copies, never_record_values,  # noqa: E402
+                                               refuse_server_paths_clearly)
+from recommender.serve.photos import QueryPhotos, query_image  # noqa: E402
+from recommender.serve.uploads import InMemoryUploads  # noqa: E402
+from recommender.serve.picker import photo_picker  # noqa: E402
+from recommender.serve.provision import IndexUnusable, build_limit, ensure_index  # noqa: E402
+from recommender.serve.refresh import IndexHolder, follow_repo  # noqa: E402
+from recommender.serve.search import ANY, MAX_K, Recommender  # noqa: E402
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
 LIVE_VIEWERS = 8  # live streams at once (a stream holds its slot until stopped); more wait in the queue
 LIVE_EVERY = 0.3  # seconds between a live viewer's frames: ~3 searches a second when the picture changes
 LIVE_MINUTES = 5  # a live session stops after this; one click starts it again
-MAX_QUEUE = int(os.environ.get("MAX_QUEUE", "64"))  # more waiting requests are refused at once ("queue is full")
+MAX_QUEUE = ENV.max_queue  # more waiting requests are refused at once ("queue is full")
 MAX_UPLOAD_MB = 20  # a phone photo is under 10 MB; a larger upload is refused before it is read
 # The camera the search sees: not mirrored (Gradio mirrors the picture it captures, not only the preview, when
 # mirror is on), and on a phone the rear one first: it is pointed at a product, not at its holder.
@@ -69,10 +72,7 @@ def query_photos(recommender: Recommender) -> QueryPhotos:
     return QueryPhotos(query_embedder(recommender.embedder), cacheable=View.without_picture)
 
 
-APP_TITLE = os.environ.get("APP_TITLE", "Find similar fashion products")  # a shop's own catalog, its own words
-APP_DESCRIPTION = os.environ.get(
-    "APP_DESCRIPTION", "Choose a photo, take one with your camera, or paste one; drag on it to frame the garment if "
-    "there is more in the picture. Or go **Live** and point the camera at a product.")
+APP_TITLE, APP_DESCRIPTION = ENV.app_title, ENV.app_description  # a shop's own catalog, its own words
 
 
 def examples(page: Page) -> list[tuple[str, str]]:
@@ -85,7 +85,7 @@ def header(recommender: Recommender) -> str:
 
 
 def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | None = None) -> gr.Blocks:
-    """The page and the API: layout, and which handler of recommender.page each event runs. Given an IndexHolder,
+    """The page and the API: layout, and which handler of recommender.serve.page each event runs. Given an IndexHolder,
     the handlers answer from its current index, which a rebuild may replace while the app runs."""
     indexes, recommender = recommender, getattr(recommender, "current", recommender)
     photos = photos or query_photos(recommender)
@@ -102,7 +102,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
             with gr.Column(scale=1, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("Photo", id="photo-tab"):
-                        # scaled in the browser and sent once (recommender/picker.py); drag on it to crop
+                        # scaled in the browser and sent once (recommender/serve/picker.py); drag on it to crop
                         photo = photo_picker("Your photo", MAX_UPLOAD_MB, elem_id="photo")
                     with gr.Tab("Live", id="live-tab") as live_tab:
                         live = live_camera(sources=["webcam"], streaming=True, type="numpy", webcam_options=CAMERA,
@@ -113,7 +113,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
                 with gr.Row():
                     # one per filter column of the index's catalog (gender, article type, colour by default); an
-                    # index with other filters is refused while the app runs (recommender/refresh.py)
+                    # index with other filters is refused while the app runs (recommender/serve/refresh.py)
                     filters = [gr.Dropdown([ANY, *recommender.filter_choices(name)], value=ANY, label=f["label"],
                                            filterable=True, elem_id=name, min_width=100)
                                for name, f in recommender.filters.items()]
@@ -182,7 +182,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                                                        for name in current.filters)
 
         demo.load(index_at_page_load, None, [title, example_gallery, *filters], **private)
-        # the API's filter parameters are named after the index's filter columns (recommender/page.py)
+        # the API's filter parameters are named after the index's filter columns (recommender/serve/page.py)
         api_image.change(api_endpoint(page.recommend, recommender), [api_image, *controls], [gallery, details],
                          api_name="recommend", **model)
         api_id.change(api_endpoint(page.similar, recommender), [api_id, *controls], [gallery, details],
@@ -193,12 +193,12 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
 
 
 def main() -> None:
-    index_dir = Path(os.environ.get("INDEX_DIR", "index"))
-    weights = os.environ.get("WEIGHTS")  # unset: whatever the index was built with
+    index_dir = Path(ENV.index_dir)
+    weights = ENV.weights  # unset: whatever the index was built with
     settings = Settings(weights=weights or Settings.weights)
     try:
-        how = ensure_index(index_dir, os.environ.get("INDEX_REPO"), os.environ.get("DATASET", DEFAULT_DATASET),
-                           build_limit(os.environ.get("BUILD_LIMIT", "2000")), settings)
+        how = ensure_index(index_dir, ENV.index_repo, ENV.dataset or DEFAULT_DATASET, build_limit(ENV.build_limit),
+                           settings)
         indexes = IndexHolder(index_dir, weights=weights)  # holds the index's generation; follows rebuilds
         recommender = indexes.current
     except (IndexUnusable, CatalogUnavailable, WeightsUnavailable, BuildFailed) as error:
@@ -208,8 +208,8 @@ def main() -> None:
     photos = query_photos(recommender)
     demo = build_demo(indexes, photos)
     indexes.watch()
-    if os.environ.get("INDEX_REPO"):  # a new revision is downloaded as a new generation, which `indexes` serves
-        follow_repo(os.environ["INDEX_REPO"], index_dir, downloaded_now=how == "downloaded")
+    if ENV.index_repo:  # a new revision is downloaded as a new generation, which `indexes` serves
+        follow_repo(ENV.index_repo, index_dir, downloaded_now=how == "downloaded")
     # api_open=False: /gradio_api/run/... would skip the queue, and with it every limit below
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
     # TensorFlow, Gradio and the index leave ~500k long-lived objects: a full collection, which Python runs every
@@ -219,7 +219,7 @@ def main() -> None:
     gc.freeze()
     limit_events_per_client(demo._queue, proxy_hops())
     serve_clients_in_turn(demo._queue, proxy_hops(), "model")
-    # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
+    # Uploads go to memory, never to disk (recommender/serve/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.
     delete_mcp_copies(photos)
     refuse_server_paths_clearly()

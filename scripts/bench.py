@@ -37,7 +37,7 @@ from bench_model import bench_batch_norm_fold, bench_embedding, bench_naive_loop
 from bench_ray import bench_ray  # noqa: E402
 from bench_scale import bench_million  # noqa: E402
 
-from recommender.search import Recommender  # noqa: E402
+from recommender.serve.search import Recommender  # noqa: E402
 
 FULL = {"images": 512, "naive": 96, "fold": 256, "queries": 100, "catalog": 44_000, "scales": (44_000, 250_000),
         "per_user": 25, "incremental": 2000, "ray": 512}

@@ -108,12 +108,12 @@ def bench_live(bench, app, client) -> None:
 
 
 def photos_beside_the_live_model_at_full_load(bench, client, queries: int) -> tuple[list[float], float]:
-    """Photo searches' milliseconds while a live model (recommender/live_model.py: the index's embedder in its own
+    """Photo searches' milliseconds while a live model (recommender/serve/live_model.py: the index's embedder in its own
     process at the lowest priority) embeds frames without pause, and its forwards a second: what the live model costs
     a photo search at most, apart from the browsers and the frames' handling."""
     import threading
 
-    from recommender.live_model import LiveModel
+    from recommender.serve.live_model import LiveModel
 
     frame = io.BytesIO()
     Image.fromarray(frame_showing(many_products(1, seed=98)[0]["image"])).save(frame, format="JPEG")
@@ -195,7 +195,7 @@ def serve_trivial_stream() -> None:
     """The page start_viewer expects (a Live tab, #live camera, #status), whose stream only counts frames."""
     import gradio as gr
 
-    from recommender.page import live_camera
+    from recommender.serve.page import live_camera
 
     with gr.Blocks() as demo:
         with gr.Tab("Live"):

@@ -29,10 +29,10 @@ from bench_helpers import Photos, Report, p50_p95, percentiles, timed  # first: 
 import numpy as np  # noqa: E402
 
 from app_process import RunningApp  # noqa: E402
-from recommender.catalog import METADATA_FIELDS  # noqa: E402
+from recommender.columns import METADATA_FIELDS  # noqa: E402
 from recommender.config import Settings  # noqa: E402
 from recommender.index import FORMAT_VERSION, IndexFiles, VectorIndex, read_manifest, swap_into_place  # noqa: E402
-from recommender.search import Recommender  # noqa: E402
+from recommender.serve.search import Recommender  # noqa: E402
 
 SIZES = (44_000, 250_000, 1_000_000)  # the catalog today, a large shop, the million
 QUERIES = 100  # fresh draws of the generator, not catalog rows
@@ -280,7 +280,7 @@ def bench_photo_search(count: int, searcher: Recommender, photos: list[str], rep
     passes = []
     scan = index._scan_rows
 
-    def counted_scan(*args):  # the loose-bounds fallback (recommender/index.py)
+    def counted_scan(*args):  # the loose-bounds fallback (recommender/index/)
         passes.append(1)
         return scan(*args)
 

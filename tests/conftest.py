@@ -89,7 +89,7 @@ def built_index(tmp_path_factory, catalog_parquet):
 
 @pytest.fixture(scope="session")
 def recommender(built_index):
-    from recommender.search import Recommender
+    from recommender.serve.search import Recommender
 
     return Recommender.load(built_index[0])
 
@@ -118,7 +118,7 @@ def many_index(many_catalog, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def many_recommender(many_index):
-    from recommender.search import Recommender
+    from recommender.serve.search import Recommender
 
     return Recommender.load(many_index)
 

@@ -159,7 +159,7 @@ def test_prebuilt_index_download_is_checked_and_swapped_in(built_index, tmp_path
     """INDEX_REPO's code path with the Hub replaced by a local copy (this machine cannot reach the Hub)."""
     import huggingface_hub
 
-    from recommender.provision import IndexUnusable, download_index
+    from recommender.serve.provision import IndexUnusable, download_index
 
     def fake_snapshot_download(repo_id, repo_type, revision, local_dir):
         shutil.copytree(built_index[0], local_dir)

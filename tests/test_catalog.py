@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from recommender.catalog import METADATA_FIELDS, CatalogUnavailable, load_catalog
+from recommender.columns import METADATA_FIELDS, CatalogUnavailable
+from recommender.pipeline.catalog import load_catalog
 
 
 def test_parquet_in_hub_schema(catalog_parquet, catalog_rows):

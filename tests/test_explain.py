@@ -1,4 +1,4 @@
-"""Why this match (recommender/explain.py): a similarity split exactly over the cells of each photo, each cell mapped
+"""Why this match (recommender/serve/explain.py): a similarity split exactly over the cells of each photo, each cell mapped
 to the right part of the photo, served by /explain and on the page, from the cells an index stores or, without
 them, from the product's thumbnail."""
 
@@ -14,10 +14,10 @@ from PIL import Image
 
 from app_process import ROOT, RunningApp
 from conftest import run_build
-from recommender.explain import Explainer, cell_boxes, contributions, query_embedder
+from recommender.serve.explain import Explainer, cell_boxes, contributions, query_embedder
 from recommender.images import fit_square, to_rgb
 from recommender.index import IndexUnusable
-from recommender.search import Recommender
+from recommender.serve.search import Recommender
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WAIT = 60_000  # ms; the first query of a fresh app traces the model

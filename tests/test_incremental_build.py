@@ -9,8 +9,8 @@ import pytest
 
 import synthetic_catalog
 from conftest import IMAGE_SIZE, MANY_BATCH
-from recommender.build import build_index
-from recommender.catalog import load_catalog
+from recommender.pipeline.build import build_index
+from recommender.pipeline.catalog import load_catalog
 from recommender.config import Settings
 from recommender.index import IndexFiles, VectorIndex, read_manifest
 
@@ -146,15 +146,15 @@ def test_a_killed_rebuild_resumes_to_the_same_index(catalogs, embedder, old_inde
 
 
 def test_another_model_reuses_nothing(embedder, old_index):
-    from recommender.build import _previous_index
+    from recommender.pipeline.build import _previous_index
 
     assert len(_previous_index(old_index, embedder).rows) == 60  # 61 products, one image twice
     assert _previous_index(old_index, OtherModel(embedder, calls=0)) is None
 
 
 def test_an_image_folder_row_is_known_by_its_file_bytes(tmp_path):
-    from recommender.build import _content_digest
-    from recommender.catalog import Product
+    from recommender.pipeline.build import _content_digest
+    from recommender.pipeline.catalog import Product
 
     photo = tmp_path / "shirt.jpg"
     photo.write_bytes(b"\xff\xd8 the same bytes")

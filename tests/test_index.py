@@ -243,7 +243,7 @@ def test_processes_adopting_an_old_index_folder_at_once_all_serve_the_same_compl
 def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(built_index, tmp_path, monkeypatch):
     """A generation's files are hashed once (at build or download); a load then compares inode, size and times, and a
     file written since is hashed again, and refused when damaged."""
-    import recommender.index as index_module
+    import recommender.index.files as index_module
 
     target = tmp_path / "index"
     swap_into_place(shutil.copytree(built_index[0], tmp_path / "built"), target)  # as a build leaves it
@@ -284,7 +284,7 @@ def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, ste
     instead of ranking ever larger pools first (which cost three times the pass). Many are read by one pass over all
     vectors, PASS_ROWS at a time (with pread from a mapped vectors.npy); a few (under 1/ROW_READ_COST of the rows)
     alone, never the rest of the subset."""
-    import recommender.index as index_module
+    import recommender.index.vectors as index_module
 
     monkeypatch.setattr(index_module, "SCAN_ROWS", 100 if step == 11 else 1100)  # 1,100: above the old second pool
     monkeypatch.setattr(index_module, "PASS_ROWS", 128)  # 3,000 rows: 24 blocks, the last one short
@@ -319,7 +319,7 @@ def test_loose_bounds_rank_only_the_rows_within_reach_of_a_large_subset(monkeypa
     """Half the catalog as the subset, queries near products outside it, bounds from 4 coordinates: a few hundred
     rows are within reach, more than SCAN_ROWS. Those are ranked by their dot products, never the whole subset (at
     1M products, sending the whole subset to the pass cost a pass over 8 GB for 25k rows within reach)."""
-    import recommender.index as index_module
+    import recommender.index.vectors as index_module
 
     monkeypatch.setattr(index_module, "SCAN_ROWS", 20)
     vectors = resnet_like_features(3000, dims=64, seed=5)
@@ -340,7 +340,7 @@ def test_loose_bounds_rank_only_the_rows_within_reach_of_a_large_subset(monkeypa
 def test_tight_bounds_rank_only_the_rows_within_reach(monkeypatch):
     """With bounds equal to the distances (all 64 coordinates of 64-dimensional vectors), the first pool holds the
     answer and every row within its reach: nothing more is read, and no pass is made."""
-    import recommender.index as index_module
+    import recommender.index.vectors as index_module
 
     vectors = resnet_like_features(3000, dims=64, seed=5)
     index = VectorIndex.build(vectors, trees=2, coarse_dims=64)

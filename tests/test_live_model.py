@@ -1,4 +1,4 @@
-"""The live model (recommender/live_model.py): the index's embedder in a process of its own, at the lowest CPU
+"""The live model (recommender/serve/live_model.py): the index's embedder in a process of its own, at the lowest CPU
 priority, whose vectors are the app's."""
 
 import io
@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from recommender.images import ImageError
-import recommender.live_model as live_model_module
-from recommender.live_model import LiveModel, LiveModelFailed
-from recommender.page import LiveState, Page
+import recommender.serve.live_model as live_model_module
+from recommender.serve.live_model import LiveModel, LiveModelFailed
+from recommender.serve.page import LiveState, Page
 from recommender.config import Settings
-from recommender.photos import QueryPhotos
+from recommender.serve.photos import QueryPhotos
 
 LOADING_SECONDS = 120  # a loaded 2-core machine takes a few seconds to start TensorFlow and build ResNet50
 
@@ -179,7 +179,7 @@ def test_weights_that_cannot_be_loaded_stop_live_search_with_the_reason_in_the_l
     page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
     page._live_embedder = lambda: model
     try:
-        with caplog.at_level(logging.ERROR, logger="recommender.live_model"):
+        with caplog.at_level(logging.ERROR, logger="recommender.serve.live_model"):
             with pytest.raises(LiveModelFailed, match="No weights file"):
                 loaded(model, jpeg(7))
         assert "No weights file" in caplog.text  # the reason is for the server's log ...
@@ -207,7 +207,7 @@ def test_a_child_that_never_gets_ready_is_killed_at_the_loading_deadline_and_rea
     monkeypatch.setattr(live_model_module, "LOAD_SECONDS", 1.0)
     model = ChildThatLoads("time.sleep(3600)")
     try:
-        with caplog.at_level(logging.WARNING, logger="recommender.live_model"):
+        with caplog.at_level(logging.WARNING, logger="recommender.serve.live_model"):
             model.start()
             pid = model.pid
             assert reaped(pid), f"the child still runs (state {state(pid)}) after its loading deadline"

@@ -1,4 +1,4 @@
-"""Live frames share the live model (recommender/page.py, LIVE_MODEL_SHARE): after a live frame's forward none starts
+"""Live frames share the live model (recommender/serve/page.py, LIVE_MODEL_SHARE): after a live frame's forward none starts
 for as long again, none starts while a photo is embedded, the viewers take turns, and a frame waits for its turn at
 most LIVE_MAX_WAIT. The live model itself (its own process, lowest priority) is tested in test_live_model.py."""
 
@@ -11,11 +11,11 @@ import gradio as gr
 import pytest
 from gradio.data_classes import Base64ImageData
 
-import recommender.page as page_module
+import recommender.serve.page as page_module
 from fake_camera import jpeg
 from recommender.images import to_rgb
-from recommender.page import LiveMatch, LiveState, Page, live_camera
-from recommender.photos import QueryPhotos
+from recommender.serve.page import LiveMatch, LiveState, Page, live_camera
+from recommender.serve.photos import QueryPhotos
 
 FORWARD_SECONDS = 0.4  # the fake model's forward: long enough that "at once" is well inside it and its pause
 

@@ -2,9 +2,9 @@
 
 from types import SimpleNamespace
 
-import recommender.page as page_module
-from recommender.page import Page
-from recommender.photos import QueryPhotos
+import recommender.serve.page as page_module
+from recommender.serve.page import Page
+from recommender.serve.photos import QueryPhotos
 
 
 def test_a_data_url_over_the_limit_is_never_decoded(monkeypatch):

@@ -1,4 +1,4 @@
-"""The life of a query photo (recommender/photos.py): whichever way it comes in and however its request ends, it is
+"""The life of a query photo (recommender/serve/photos.py): whichever way it comes in and however its request ends, it is
 left nowhere (not on disk, not in Gradio's lists of paths, not in the log), and its results are those of its bytes,
 never of a name Gradio or a URL gave it.
 
@@ -27,12 +27,13 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import recommender.photos as photos_module
+import recommender.serve.photos as photos_module
 from app_process import BEHIND_A_PROXY, RunningApp, free_port, visitor
 from photo_proxy import PhotoProxy
 from test_app import call_mcp
 from recommender.images import ImageError
-from recommender.photos import InMemoryUploads, Photo, QueryPhotos, TooManyUploads, UploadStore, VectorCache
+from recommender.serve.uploads import InMemoryUploads, TooManyUploads, UploadStore
+from recommender.serve.photos import Photo, QueryPhotos, VectorCache
 
 QUIET_SECONDS = 3
 GRADIO_OWN_FOLDERS = {"vibe_edit_history"}  # Gradio makes it, empty, at start (its code-editor history): no photo
@@ -279,7 +280,7 @@ def test_gradio_keeps_no_path_of_any_photo_after_its_event(tmp_path, monkeypatch
     import gradio as gr
     from starlette.middleware import Middleware
 
-    from recommender.photos import query_image
+    from recommender.serve.photos import query_image
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # read by each component as it is made
     photos = QueryPhotos(CountingEmbedder())
@@ -501,7 +502,7 @@ def test_a_full_queue_refuses_with_a_clear_error(photo_app, left_nowhere, photo_
     busy = {f"http://photos.hf.co/slow-{number}.jpg": number for number in range(CONCURRENCY)}
     for url, number in busy.items():  # every worker waits for its download until the test lets it go
         proxy.pictures[url], proxy.held[url] = jpeg(catalog_rows[number]["image"]), threading.Event()
-    # each request a visitor of its own: the app runs one request per address at a time (recommender/clients.py)
+    # each request a visitor of its own: the app runs one request per address at a time (recommender/serve/clients.py)
     busy_jobs = {number: visitor_client(photo_app, number).submit(image=handle_file(url), k=3, api_name="/recommend")
                  for url, number in busy.items()}
     photos = {number: jpeg(catalog_rows[number]["image"]) for number in range(10, 14)}

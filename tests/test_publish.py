@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from conftest import QUIET_ENV, ROOT
-from recommender import publish
+from recommender.pipeline import publish
 from recommender.index import IndexUnusable
-from recommender.provision import download_index
-from recommender.publish import MAX_FILES, MAX_FOLDER_ENTRIES, PACKING
+from recommender.serve.provision import download_index
+from recommender.pipeline.publish import MAX_FILES, MAX_FOLDER_ENTRIES, PACKING
 
 SCRIPT = ROOT / "scripts" / "publish_index.py"
 spec = importlib.util.spec_from_file_location("publish_index", SCRIPT)
@@ -146,7 +146,7 @@ def test_a_damaged_or_incomplete_download_replaces_nothing(built_index, hub, tmp
 def synthetic_index(root: Path, count: int) -> Path:
     """An index of `count` products written by the build's own writer, with small synthetic vectors and one tiny
     JPEG as every thumbnail: the files a 44k index has, in seconds."""
-    from recommender.build import write_index
+    from recommender.pipeline.build import write_index
     from recommender.config import Settings
     from recommender.index import IndexFiles
 

@@ -6,7 +6,7 @@ from itertools import product
 import numpy as np
 import pytest
 
-from recommender.search import ANY, UnknownProduct
+from recommender.serve.search import ANY, UnknownProduct
 from synthetic_catalog import DUPLICATE_ID, DUPLICATE_OF
 
 

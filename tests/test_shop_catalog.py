@@ -15,7 +15,8 @@ import pytest
 
 from app_process import RunningApp
 from conftest import IMAGE_SIZE, run_build
-from recommender.catalog import CatalogUnavailable, Columns, load_catalog
+from recommender.columns import CatalogUnavailable, Columns
+from recommender.pipeline.catalog import load_catalog
 from synthetic_catalog import SHOP_COLUMNS, write_shop_table
 
 SHOP_FLAGS = ["--id-column", "SKU", "--image-column", "Photo file", "--name-column", "Title", "--link-column", "url",
@@ -100,7 +101,7 @@ def test_a_filter_on_a_shop_column_is_exact(shop, filters):
     """The app's answer is the brute-force top k of the products whose columns hold the filter's values."""
     from gradio_client import handle_file
 
-    from recommender.search import Recommender
+    from recommender.serve.search import Recommender
 
     recommender = Recommender.load(shop.index)
     photo = shop.table.parent / shop.rows["00020"]["Photo file"]
@@ -140,8 +141,8 @@ def test_the_page_has_the_shops_title_and_filters(shop):
 
 
 def test_links_to_the_shop_are_http_only_and_quoted():
-    from recommender.page import _links
-    from recommender.search import Result
+    from recommender.serve.page import _links
+    from recommender.serve.search import Result
 
     def result(id, link):
         return Result(id=id, name='A "quoted" name', distance=0.0, similarity=1.0, image_path="", metadata={},
@@ -251,7 +252,7 @@ def test_a_hub_datasets_columns_are_checked_before_any_image_is_downloaded(monke
 def test_a_running_app_refuses_an_index_with_other_filters(tmp_path, catalog_parquet, catalog_rows, capsys):
     """The page's dropdowns and the API's parameters are made at start: a rebuild with other filter columns keeps
     the served index, and says why."""
-    from recommender.refresh import IndexHolder
+    from recommender.serve.refresh import IndexHolder
 
     out = tmp_path / "index"
     run = ["--weights", "random", "--image-size", str(IMAGE_SIZE), "--batch-size", "8", "--out", str(out)]

@@ -1,7 +1,7 @@
 """The build's embedding on Ray: parquet row groups -> Ray Data actors (read, decode, embed) -> checkpoint by row.
 
 Only `scripts/build_index.py --engine ray` imports this module; it imports ray itself, lazily, so the app and the
-default build never do. Everything before and after embedding is recommender.build's own code.
+default build never do. Everything before and after embedding is recommender.pipeline.build's own code.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .build import _prepared_batches
-from .catalog import Catalog, CatalogUnavailable, Columns, Product, _parquet_files, _product
-from .config import Settings
+from recommender.pipeline.build import _prepared_batches
+from recommender.pipeline.catalog import Catalog, Product, _parquet_files, _product
+from recommender.columns import CatalogUnavailable, Columns
+from recommender.config import Settings
 
 __all__ = ["RayEngine"]
 
@@ -39,7 +40,7 @@ class RayEngine:
 
     def __call__(self, catalog: Catalog, embedder, files, checkpoint, saved, batch_size: int, summary,
                  progress: bool, previous=None) -> int:
-        """The same contract as recommender.build._embed_catalog: saves each batch of `batch_size` catalog rows to
+        """The same contract as recommender.pipeline.build._embed_catalog: saves each batch of `batch_size` catalog rows to
         `checkpoint` in row order, as the in-process build does, and returns the rows read now. Every row is
         embedded: the vectors of the `previous` index are on the driver's disk, which workers may not see."""
         parts = _row_groups(catalog)
@@ -113,7 +114,7 @@ class RayEngine:
 
 
 def _save_batch(rows: list[dict], seen_ids: set, files, checkpoint, saved) -> int:
-    """One batch of catalog rows, in row order, kept or skipped as recommender.build._embed_catalog does; returns
+    """One batch of catalog rows, in row order, kept or skipped as recommender.pipeline.build._embed_catalog does; returns
     how many it kept."""
     accepted, skipped = [], []
     for row in rows:
@@ -146,7 +147,7 @@ def _row_groups(catalog: Catalog) -> list[tuple[str, int, int]]:
             "--local-dir data/`, then --dataset data/); for an image folder, use the in-process build.")
     pattern = catalog.source["id"]
     path = Path(pattern).expanduser()
-    # the same file list, in the same order, as recommender.catalog._parquet
+    # the same file list, in the same order, as recommender.pipeline.catalog._parquet
     names = _parquet_files(path) if path.is_dir() else sorted(glob.glob(os.path.expanduser(pattern)))
     parts = []
     for name in names:
@@ -168,7 +169,7 @@ def _pieces(parts, start: int, stop: int) -> list[tuple[str, int, int, int]]:
 
 class _EmbedRows:
     """A Ray Data worker: the model loaded once; each call reads one task's rows from parquet, decodes them in
-    threads while the model embeds the batch before (recommender.build's own code), and yields one batch at a time:
+    threads while the model embeds the batch before (recommender.pipeline.build's own code), and yields one batch at a time:
     row numbers, ids, items, skip reasons, vectors, cells and thumbnails."""
 
     def __init__(self, settings: Settings, batch_size: int, columns: Columns):
@@ -180,7 +181,7 @@ class _EmbedRows:
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)  # the worker's CPUs, not the machine's
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-        from .embedder import Embedder
+        from recommender.embedder import Embedder
 
         self.embedder, self.batch_size, self.columns = Embedder(settings), batch_size, columns
         self.decoders = ThreadPoolExecutor(max_workers=min(4, threads + 1))
@@ -214,7 +215,7 @@ class _EmbedRows:
 
 
 def _read_products(pieces, columns: Columns) -> list[Product]:
-    """The rows of `pieces` as recommender.catalog reads a parquet catalog's (the same function makes them)."""
+    """The rows of `pieces` as recommender.pipeline.catalog reads a parquet catalog's (the same function makes them)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .catalog import Catalog, Columns, Product
-from .checkpoint import Checkpoint
-from .config import Settings
-from .embedder import Embedder, probe_image
-from .images import ImageError, fit_square, to_rgb
-from .index import (FORMAT_VERSION, IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest,
-                    swap_into_place)
+from recommender.pipeline.catalog import Catalog, Product
+from recommender.columns import Columns
+from recommender.pipeline.checkpoint import Checkpoint
+from recommender.config import Settings
+from recommender.embedder import Embedder, probe_image
+from recommender.images import ImageError, fit_square, to_rgb
+from recommender.index import (FORMAT_VERSION, IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest,
+                               swap_into_place)
 
 __all__ = ["BuildFailed", "BuildSummary", "build_index", "write_index"]
 
@@ -109,7 +110,7 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
         embedder.embed(probe_image(embedder.size)[None])  # traces the model (1 s) before images/s is timed
         embedding_started = time.perf_counter()
         previous = _previous_index(out, embedder) if reuse else None
-        embed_catalog = engine or _embed_catalog  # engine: another embedding stage (recommender.ray_engine)
+        embed_catalog = engine or _embed_catalog  # engine: another embedding stage (recommender.pipeline.ray_engine)
         embedded_now = embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress,
                                      previous)
         summary.embed_seconds = time.perf_counter() - embedding_started

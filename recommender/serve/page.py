@@ -21,11 +21,11 @@ from urllib.parse import quote
 import gradio as gr
 import numpy as np
 
-from .explain import Explainer, View, query_picture
-from .images import ImageError, to_rgb
-from .live_model import LiveModel, LiveModelFailed
-from .photos import Photo, QueryPhotos
-from .search import ANY, Recommender, UnknownProduct
+from recommender.serve.explain import Explainer, View, query_picture
+from recommender.images import ImageError, to_rgb
+from recommender.serve.live_model import LiveModel, LiveModelFailed
+from recommender.serve.photos import Photo, QueryPhotos
+from recommender.serve.search import ANY, Recommender, UnknownProduct
 
 __all__ = ["LiveMatch", "LiveState", "Page", "Product", "in_memory_image", "live_camera"]
 
@@ -114,7 +114,7 @@ _answering = contextvars.ContextVar("answering", default=None)  # the Recommende
 
 def _one_index(handler):
     """Run `handler` wholly on the index that is current when it starts: a new index swapped in meanwhile
-    (recommender.refresh) serves the next request, never the second half of this one."""
+    (recommender.serve.refresh) serves the next request, never the second half of this one."""
     @functools.wraps(handler)
     def pinned(self, *args, **kwargs):
         if _answering.get() is not None:  # called by another handler: already pinned
@@ -269,7 +269,7 @@ class Page:
     # The page.
     @_one_index
     def search_photo(self, event: gr.EventData, k, *filters):
-        """The picker sent a photo, a snapshot, a paste or a crop (recommender/picker.py; the upload's path is in the
+        """The picker sent a photo, a snapshot, a paste or a crop (recommender/serve/picker.py; the upload's path is in the
         event's data): search it. The session keeps its vector and cells (for re-runs and "Why this match?"); its
         small copy goes to the browser (the last output), not into the session. A photo that cannot be searched is
         said in the status line and a warning, with the gallery emptied: never old results under a new photo."""
@@ -380,7 +380,7 @@ class Page:
 
     def _live_embedder(self) -> LiveModel:
         """The live model, made at the first call. The same for every index: a refresh keeps the embedder (an index
-        built by another one is refused, recommender/refresh.py)."""
+        built by another one is refused, recommender/serve/refresh.py)."""
         with self._live_model_lock:
             if self._live_model is None:
                 embedder = self.recommender.embedder

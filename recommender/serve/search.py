@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Columns
-from .config import Settings
-from .embedder import Embedder, probe_image
-from .index import IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest
+from recommender.columns import Columns
+from recommender.config import Settings
+from recommender.embedder import Embedder, probe_image
+from recommender.index import IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest
 
 __all__ = ["MAX_K", "Recommender", "Result", "UnknownProduct"]
 
@@ -46,7 +46,7 @@ class Recommender:
     def __init__(self, index: VectorIndex, items: "Items", files: IndexFiles, manifest: dict,
                  embedder: Embedder, cells: np.ndarray | None = None):
         self.index, self.items, self.files, self.manifest, self.embedder = index, items, files, manifest, embedder
-        self.cells = cells  # (n, dims) uint8 or None: where each vector's maxima were (recommender.explain)
+        self.cells = cells  # (n, dims) uint8 or None: where each vector's maxima were (recommender.serve.explain)
         self.candidates = manifest["index"]["candidates"]
         self.search_k = manifest["index"]["search_k"]
         # one dict of ids (about 130 MB and 0.5 s at 1M products), the rest of the metadata stays columnar
