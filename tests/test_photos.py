@@ -28,6 +28,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import recommender.serve.photos as photos_module
+import recommender.serve.uploads as uploads_module
 from app_process import BEHIND_A_PROXY, RunningApp, free_port, visitor
 from photo_proxy import PhotoProxy
 from test_app import call_mcp
@@ -88,7 +89,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(photos_module, "time", clock)
+    monkeypatch.setattr(uploads_module, "time", clock)  # the upload store's clock
     return clock
 
 
