@@ -1,5 +1,6 @@
-"""Build an index: catalog -> decode and resize (worker threads) -> embed (batches) -> write, then swap in. An image
-whose bytes the index already at the destination holds (same model) is not embedded again: its vector is reused."""
+"""Build an index: catalog -> engine (decode, resize, embed: engines) -> keep or skip, thumbnails, checkpoint (here,
+for every engine) -> write, then swap in. An image whose bytes the index already at the destination holds (same
+model) is not embedded again: its vector is reused."""
 
 from __future__ import annotations
 

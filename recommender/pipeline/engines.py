@@ -48,8 +48,8 @@ class Engine(Protocol):
     """Where catalog rows are decoded and embedded: in this process (InProcessEngine), or on Ray workers
     (recommender.pipeline.ray_engine.RayEngine). An engine only embeds; recommender.pipeline.build keeps or skips
     each row (a duplicate id is only known from every row before it), reuses vectors, writes thumbnails and saves
-    checkpoints. Why so narrow: what the index holds is then decided once, in catalog order, whatever embeds, and a
-    build started by one engine resumes with another (the checkpoint does not say which)."""
+    checkpoints. Why so narrow: what the index holds is then decided once, in catalog order, whatever embeds, and
+    the checkpoint is the same whichever engine filled it."""
 
     label: str  # names the embedding stage on the progress bar
 
