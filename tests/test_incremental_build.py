@@ -153,7 +153,7 @@ def test_another_model_reuses_nothing(embedder, old_index):
 
 
 def test_an_image_folder_row_is_known_by_its_file_bytes(tmp_path):
-    from recommender.pipeline.build import _content_digest
+    from recommender.pipeline.engines import _content_digest
     from recommender.pipeline.catalog import Product
 
     photo = tmp_path / "shirt.jpg"

@@ -1,6 +1,7 @@
-"""The offline pipeline: a catalog read (catalog), embedded by an engine (in this process, or on Ray workers:
-ray_engine), kept, skipped and checkpointed by one build (build, checkpoint), and published to the Hub
-(publish). Nothing here runs in the app but provision's first-start build of a small index."""
+"""The offline pipeline: a catalog read (catalog; parquet by row group: parquet), embedded by an engine (engines:
+the contract and the in-process engine; ray_engine: on Ray workers), kept, skipped and checkpointed by one build
+(build, checkpoint), and published to the Hub (publish). Nothing here runs in the app but provision's first-start
+build of a small index."""
 
 from importlib import import_module
 
@@ -8,9 +9,12 @@ from importlib import import_module
 # package (a test, a script) does not import the others' heavy libraries (Gradio, Ray, TensorFlow)
 _MODULES = {
     "BuildFailed": "build", "BuildSummary": "build", "Catalog": "catalog", "Checkpoint": "checkpoint",
-    "Product": "catalog", "Progress": "checkpoint", "PublishFailed": "publish", "RayEngine": "ray_engine",
-    "build_index": "build", "hub_limits": "publish", "load_catalog": "catalog", "pack": "publish",
-    "publish": "publish", "unpack": "publish", "write_index": "build",
+    "EmbeddedRow": "engines", "Engine": "engines", "InProcessEngine": "engines", "Known": "engines",
+    "ParquetLayout": "parquet", "Piece": "parquet", "Product": "catalog", "Progress": "checkpoint",
+    "PublishFailed": "publish", "RayEngine": "ray_engine", "RowGroup": "parquet", "build_index": "build",
+    "hub_limits": "publish", "load_catalog": "catalog", "pack": "publish", "parquet_files": "parquet",
+    "pieces": "parquet", "publish": "publish", "read_products": "parquet", "row_groups": "parquet",
+    "unpack": "publish", "write_index": "build",
 }
 __all__ = sorted(_MODULES)
 

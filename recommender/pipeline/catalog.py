@@ -7,14 +7,16 @@ from __future__ import annotations
 import csv
 import glob
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from recommender.columns import METADATA_FIELDS, CatalogUnavailable, Columns
+
+if TYPE_CHECKING:
+    from recommender.pipeline.parquet import ParquetLayout
 
 __all__ = ["Catalog", "Product", "load_catalog"]
 
@@ -38,6 +40,7 @@ class Catalog:
     total: int | None  # for the progress bar; None when the source does not say
     source: dict = field(default_factory=dict)  # recorded in the manifest; source["columns"]: the mapping
     columns: Columns = field(default_factory=lambda: Columns.from_manifest(None))
+    parquet: ParquetLayout | None = None  # a parquet catalog's row groups: what --engine ray splits among workers
 
 
 def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
@@ -48,8 +51,11 @@ def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
 
     datasets.logging.set_verbosity_error()
     columns = columns or Columns()
+    from recommender.pipeline.parquet import parquet_files  # parquet imports this module: imported once it is
+
     path = Path(dataset).expanduser()
-    if path.is_dir() and not _parquet_files(path):
+    layout = None
+    if path.is_dir() and not parquet_files(dataset):
         if not columns.is_default:
             raise CatalogUnavailable(f"{path} is a folder of images: the column flags (--id-column, ...) name the "
                                      "columns of a table. Give a CSV, JSON Lines or parquet file that lists the "
@@ -59,7 +65,7 @@ def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
     elif path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
         stream, total, source, columns = _table(path, TABLE_SUFFIXES[path.suffix.lower()], columns)
     elif path.exists() or glob.has_magic(dataset) or dataset.endswith(".parquet"):
-        stream, total, source, columns = _parquet(datasets, path, dataset, columns)
+        stream, total, source, columns, layout = _parquet(dataset, columns)
     else:
         stream, total, source, columns = _hub(datasets, dataset, split, revision, columns)
     source["split"] = split if source["kind"] == "hub" else None
@@ -68,29 +74,28 @@ def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
     if limit is not None:
         stream = islice(stream, limit)
         total = limit if total is None else min(total, limit)
-    return Catalog(rows=stream, total=total, source=source, columns=columns)
+    return Catalog(rows=stream, total=total, source=source, columns=columns, parquet=layout)
 
 
-def _parquet_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*.parquet"))
-
-
-def _parquet(datasets, path: Path, pattern: str, columns: Columns):
+def _parquet(pattern: str, columns: Columns):
+    """Parquet file(s), read by row group (recommender.pipeline.parquet: the same reader as Ray's workers')."""
     import pyarrow.parquet as pq
 
-    files = _parquet_files(path) if path.is_dir() else sorted(glob.glob(os.path.expanduser(pattern)))
+    from recommender.pipeline.parquet import ParquetLayout, parquet_files, pieces, read_products, row_groups
+
+    files = parquet_files(pattern)
     if not files:
         raise CatalogUnavailable(f"No parquet file matches {pattern}.")
     try:
         available = pq.read_schema(files[0]).names
-        total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        groups = row_groups(files)
     except Exception as error:
         raise CatalogUnavailable(f"{files[0]} is not a readable parquet file ({error}).") from None
     columns = columns.resolve(available, files[0])
-    stream = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
-    folder = Path(files[0]).parent  # image paths in a parquet table are relative to its folder
-    return (_products(datasets, stream, columns, tables=folder), total, {"kind": "parquet", "id": pattern, "files": len(files)},
-            columns)
+    layout = ParquetLayout(groups, Path(files[0]).parent)  # image paths in a parquet table: relative to its folder
+    stream = read_products(pieces(groups, 0), columns, layout.folder)
+    return (stream, sum(group.rows for group in groups), {"kind": "parquet", "id": pattern, "files": len(files)},
+            columns, layout)
 
 
 def _table(path: Path, kind: str, columns: Columns):
@@ -257,15 +262,15 @@ def _product(row: dict, columns: Columns, folder: Path | None) -> Product:
                    image_path=path if isinstance(path, str) and path.strip() else None)
 
 
-def _products(datasets, stream, columns: Columns, tables: Path | None = None, folder: Path | None = None,
+def _products(datasets, stream, columns: Columns, folder: Path | None = None,
               styles: dict | None = None) -> Iterator[Product]:
-    """The products of a datasets stream: a table's rows (images relative to the `tables` folder), or an image
-    folder's files (`folder`, with its styles.csv's metadata)."""
+    """The products of a datasets stream: a Hub dataset's rows, or an image folder's files (`folder`, with its
+    styles.csv's metadata)."""
     image_column = "image" if folder is not None else columns.image
     if isinstance((stream.features or {}).get(image_column), datasets.Image):
         stream = stream.cast_column(image_column, datasets.Image(decode=False))
     if folder is None:
-        yield from (_product(row, columns, tables) for row in stream)
+        yield from (_product(row, columns, None) for row in stream)
         return
     labels = stream.features.get("label") if stream.features else None
     for row in stream:
