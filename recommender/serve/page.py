@@ -9,6 +9,7 @@ import html
 import inspect
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -19,6 +20,9 @@ from recommender.serve.live_turns import LiveTurns
 from recommender.serve.outputs import PageOutputs, PhotoOutputs, WhyOutputs, gallery, links, records, status_line
 from recommender.serve.photos import Photo, QueryPhotos
 from recommender.serve.search import ANY, Recommender, UnknownProduct
+
+if TYPE_CHECKING:
+    from recommender.serve.refresh import IndexHolder
 
 __all__ = ["Page", "Product", "api_endpoint", "with_current_index"]
 
@@ -48,8 +52,8 @@ class Page:
     """The page's and the API's handlers. A photo's small copy, for "Why this match?", stays in the browser (a
     hidden text of search_photo's), never on the server."""
 
-    def __init__(self, indexes: Recommender, photos: QueryPhotos, turns: LiveTurns | None = None):
-        # a Recommender, or a refresh.IndexHolder whose `current` one may change between events
+    def __init__(self, indexes: Recommender | IndexHolder, photos: QueryPhotos, turns: LiveTurns | None = None):
+        # an IndexHolder's `current` Recommender may change between events; a Recommender alone never does
         self.indexes = indexes if hasattr(indexes, "current") else _Fixed(indexes)
         self.photos = photos
         self.turns = turns or LiveTurns()  # the live model's, which photos' embeddings hold back (live.py)
