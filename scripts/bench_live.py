@@ -195,7 +195,7 @@ def serve_trivial_stream() -> None:
     """The page start_viewer expects (a Live tab, #live camera, #status), whose stream only counts frames."""
     import gradio as gr
 
-    from recommender.serve.page import live_camera
+    from recommender.serve.gradio_patches import live_camera
 
     with gr.Blocks() as demo:
         with gr.Tab("Live"):

@@ -18,7 +18,8 @@ from PIL import Image
 from recommender.images import ImageError
 import recommender.serve.live_model as live_model_module
 from recommender.serve.live_model import LiveModel, LiveModelFailed
-from recommender.serve.page import LiveState, Page
+from recommender.serve.live import LiveSearch, LiveState
+from recommender.serve.page import Page
 from recommender.config import Settings
 from recommender.serve.photos import QueryPhotos
 
@@ -176,17 +177,16 @@ def test_weights_that_cannot_be_loaded_stop_live_search_with_the_reason_in_the_l
 
     missing = tmp_path / "weights.h5"
     model = LiveModel(replace(recommender.embedder.settings, weights=str(missing)), recommender.embedder.identity)
-    page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
-    page._live_embedder = lambda: model
+    live = LiveSearch(Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32))), model=model)
     try:
         with caplog.at_level(logging.ERROR, logger="recommender.serve.live_model"):
             with pytest.raises(LiveModelFailed, match="No weights file"):
                 loaded(model, jpeg(7))
         assert "No weights file" in caplog.text  # the reason is for the server's log ...
         with pytest.raises(gr.Error, match="Live search is not available on this server") as shown:
-            page.live_frame(jpeg(8), LiveState())
+            live.live_frame(jpeg(8), LiveState())
         assert "weights" not in str(shown.value)  # ... not for visitors
-        assert not page._live_running.locked()  # the next frame may try again
+        assert not live.turns.taken  # the next frame may try again
     finally:
         model.close()
 

@@ -141,18 +141,18 @@ def test_the_page_has_the_shops_title_and_filters(shop):
 
 
 def test_links_to_the_shop_are_http_only_and_quoted():
-    from recommender.serve.page import _links
+    from recommender.serve.outputs import links
     from recommender.serve.search import Result
 
     def result(id, link):
         return Result(id=id, name='A "quoted" name', distance=0.0, similarity=1.0, image_path="", metadata={},
                       link=link)
 
-    text = _links([result("1", "https://shop.example/p/1?size=m&ref=(x) y"), result("2", "javascript:alert(1)"),
+    text = links([result("1", "https://shop.example/p/1?size=m&ref=(x) y"), result("2", "javascript:alert(1)"),
                    result("3", None)])
     shop_line = text.split("In the shop: ")[1]
     assert shop_line == "[1](https://shop.example/p/1?size=m&ref=%28x%29%20y \"A 'quoted' name\")"
-    assert "In the shop" not in _links([result("3", None)])
+    assert "In the shop" not in links([result("3", None)])
 
 
 # Refusals: each before any image is read, naming what exists and the flag to use.

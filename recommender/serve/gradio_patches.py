@@ -1,16 +1,21 @@
-"""Every change this app makes to Gradio's own behaviour, in one place, each with why. Written against Gradio 6.31.0
-(requirements.txt pins it): a new Gradio version may move what these replace, and tests/test_session_state.py,
-tests/test_photos.py and tests/test_page_inputs.py check what each patch is for."""
+"""Every change this app makes to Gradio's own behaviour, in one place, each with why: its internals replaced, and
+its components with a preprocess or postprocess of our own. Written against Gradio 6.31.0 (requirements.txt pins it):
+a new Gradio version may move what these replace, and tests/test_session_state.py, tests/test_photos.py,
+tests/test_page_inputs.py, tests/test_live_share.py and tests/test_explain.py check what each patch is for."""
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING
+
+from recommender.serve.data_urls import data_url, from_data_url
 
 if TYPE_CHECKING:
     from recommender.serve.photos import QueryPhotos
 
-__all__ = ["RefuseDeepLinks", "SERVER_PATH_REFUSED", "delete_mcp_copies", "drop_from_gradio_lists",
-           "never_record_values", "refuse_server_paths_clearly"]
+__all__ = ["RefuseDeepLinks", "SERVER_PATH_REFUSED", "delete_mcp_copies", "drop_from_gradio_lists", "in_memory_image",
+           "live_camera", "never_record_values", "refuse_server_paths_clearly"]
+
 
 def drop_from_gradio_lists(path: str) -> None:
     """Gradio remembers every path a request used, to delete it at shutdown, and never forgets one: ours are gone
@@ -92,6 +97,45 @@ def never_record_values(components) -> None:
         record_unless_private.private_ids = private = set()
         SessionState._update_value_in_config = record_unless_private
     private.update(component._id for component in components)
+
+
+def in_memory_image(**options):
+    """gr.Image whose value (a PIL image) is sent as a data URL, never written to Gradio's folder: an explanation's
+    overlay is a picture of the query photo. (Wrapped, not subclassed: Gradio writes a .pyi stub next to every
+    component subclass.)"""
+    import gradio as gr
+    from gradio.data_classes import Base64ImageData
+
+    image = gr.Image(**options)
+
+    def postprocess(value):
+        if value is None:
+            return None
+        buffer = io.BytesIO()
+        value.save(buffer, format="JPEG", quality=90)
+        return Base64ImageData(url=data_url(buffer.getvalue()))
+
+    image.postprocess = postprocess
+    return image
+
+
+def live_camera(**options):
+    """gr.Image streaming the camera whose frames (the browser sends JPEG data URLs) reach the handler as bytes, not
+    decoded: a frame dropped after its wait is never decoded, and an unchanged one only at 1/8 scale; decoding
+    every one cost the CPU that photo searches wait for. Anything but a data URL is decoded as gr.Image does.
+    (Wrapped, not subclassed: see in_memory_image.)"""
+    import gradio as gr
+
+    image = gr.Image(**options)
+    decode = image.preprocess
+
+    def preprocess(payload):
+        if payload is not None and (payload.url or "").startswith("data:"):
+            return from_data_url(payload.url)
+        return decode(payload)
+
+    image.preprocess = preprocess
+    return image
 
 
 class RefuseDeepLinks:
