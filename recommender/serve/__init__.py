@@ -9,7 +9,8 @@ from importlib import import_module
 # package (a test, a script) does not import the others' heavy libraries (Gradio, Ray, TensorFlow)
 _MODULES = {
     "CLIENT_EVENTS": "clients", "CLIENT_STREAMS": "clients", "Explainer": "explain", "Explanation": "explain",
-    "InMemoryUploads": "uploads", "IndexHolder": "refresh", "IndexUnusable": "provision", "LiveMatch": "page",
+    "InMemoryUploads": "uploads", "METHODS": "feedback", "NothingToRefine": "feedback", "ROCCHIO": "feedback",
+    "refined_query": "feedback", "IndexHolder": "refresh", "IndexUnusable": "provision", "LiveMatch": "page",
     "LiveModel": "live_model", "LiveModelFailed": "live_model", "LiveState": "page", "MAX_K": "search",
     "Page": "page", "Photo": "photos", "Product": "page", "QueryPhotos": "photos", "Recommender": "search",
     "RefuseDeepLinks": "gradio_patches", "Result": "search", "SEND_SIDE": "picker",
