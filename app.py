@@ -32,8 +32,9 @@ from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 from recommender.serve.environment import ENV  # noqa: E402
 from recommender.serve.explain import View, query_embedder  # noqa: E402
-from recommender.serve.gradio_patches import (RefuseDeepLinks, delete_mcp_copies, in_memory_image,  # noqa: E402
-                                               live_camera, never_record_values, refuse_server_paths_clearly)
+from recommender.serve.gradio_patches import (RefuseDeepLinks, delete_mcp_copies, id_list,  # noqa: E402
+                                               in_memory_image, live_camera, never_record_values,
+                                               refuse_server_paths_clearly)
 from recommender.serve.live import LiveSearch, LiveState  # noqa: E402
 from recommender.serve.outputs import PageOutputs, WhyOutputs  # noqa: E402
 from recommender.serve.page import Page, api_endpoint  # noqa: E402
@@ -145,6 +146,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         api_image = query_image(photos, MAX_UPLOAD_MB * 2**20, visible=False)  # the API's input: a plain image file, no editor state
         api_id = gr.Textbox(visible=False)
         api_product = gr.Textbox(visible=False)
+        api_refine, api_like, api_unlike = gr.Button(visible=False), id_list(visible=False), id_list(visible=False)
         # ids in the gallery; the catalog product on show; the photo's vector and cells (the photo itself is not kept)
         shown_ids, product_id, query, live_state = gr.State([]), gr.State(None), gr.State(None), gr.State(LiveState())
         live_match = gr.State(None)  # the last embedded live frame's LiveMatch: its change shows the results
@@ -200,6 +202,8 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         api_product.change(page.explain, [api_image, api_id, api_product],
                            [why_outputs.query_overlay, why_outputs.product_overlay, why_outputs.details],
                            api_name="explain", **model)
+        api_refine.click(api_endpoint(page.refine, recommender), [api_image, api_id, api_like, api_unlike, *controls],
+                         [gallery, details], api_name="refine", **model)
     return demo
 
 

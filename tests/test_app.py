@@ -222,7 +222,7 @@ def call_mcp(app, *calls: tuple[str, dict]):
 def test_mcp_tools_are_the_search_endpoints_with_described_parameters(app, catalog_rows):
     tools, [answer] = call_mcp(app, ("similar", {"id": str(catalog_rows[3]["id"]), "k": 2}))
     by_name = {tool.name: tool for tool in tools}
-    assert set(by_name) == {"recommend", "similar", "explain"}  # the page's own events are not tools
+    assert set(by_name) == {"recommend", "similar", "explain", "refine"}  # the page's own events are not tools
     for tool in tools:
         properties = tool.inputSchema["properties"]
         if tool.name != "explain":

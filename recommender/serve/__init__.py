@@ -23,12 +23,12 @@ _MODULES = {
     "contributions": "explain", "data_url": "data_urls", "delete_mcp_copies": "gradio_patches",
     "download_index": "provision", "drop_from_gradio_lists": "gradio_patches", "ensure_index": "provision",
     "fetch_photo": "photos", "follow_repo": "refresh", "from_data_url": "data_urls", "gallery": "outputs",
-    "in_memory_image": "gradio_patches", "limit_events_per_client": "clients", "links": "outputs",
-    "live_camera": "gradio_patches", "never_record_values": "gradio_patches", "overlay": "explain",
-    "photo_key": "uploads", "photo_picker": "picker", "proxy_hops": "clients", "query_embedder": "explain",
-    "query_image": "photos", "query_picture": "explain", "records": "outputs", "refined_query": "feedback",
-    "refuse_server_paths_clearly": "gradio_patches", "serve_clients_in_turn": "clients", "slow_refusal": "clients",
-    "status_line": "outputs", "update_from_repo": "refresh", "with_current_index": "page",
+    "id_list": "gradio_patches", "in_memory_image": "gradio_patches", "limit_events_per_client": "clients",
+    "links": "outputs", "live_camera": "gradio_patches", "never_record_values": "gradio_patches",
+    "overlay": "explain", "photo_key": "uploads", "photo_picker": "picker", "proxy_hops": "clients",
+    "query_embedder": "explain", "query_image": "photos", "query_picture": "explain", "records": "outputs",
+    "refined_query": "feedback", "refuse_server_paths_clearly": "gradio_patches", "serve_clients_in_turn": "clients",
+    "slow_refusal": "clients", "status_line": "outputs", "update_from_repo": "refresh", "with_current_index": "page",
 }
 __all__ = sorted(_MODULES)
 

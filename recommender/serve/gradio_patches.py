@@ -13,8 +13,8 @@ from recommender.serve.data_urls import data_url, from_data_url
 if TYPE_CHECKING:
     from recommender.serve.photos import QueryPhotos
 
-__all__ = ["RefuseDeepLinks", "SERVER_PATH_REFUSED", "delete_mcp_copies", "drop_from_gradio_lists", "in_memory_image",
-           "live_camera", "never_record_values", "refuse_server_paths_clearly"]
+__all__ = ["RefuseDeepLinks", "SERVER_PATH_REFUSED", "delete_mcp_copies", "drop_from_gradio_lists", "id_list",
+           "in_memory_image", "live_camera", "never_record_values", "refuse_server_paths_clearly"]
 
 
 def drop_from_gradio_lists(path: str) -> None:
@@ -161,3 +161,16 @@ def _file_paths(value) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [path for item in value for path in _file_paths(item)]
     return []
+
+
+def id_list(**options):
+    """gr.JSON for a list of product ids, described to API and MCP clients as a list of strings or one
+    comma-separated string: gr.JSON's own description, a type of `{}`, is not a schema, and an MCP client's
+    validation refuses every value against it. (Wrapped, not subclassed, as query_image.)"""
+    import gradio as gr
+
+    component = gr.JSON(**options)
+    schema = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+              "description": "product ids: a list, or one comma-separated string"}
+    component.api_info = component.api_info_as_input = lambda: schema
+    return component

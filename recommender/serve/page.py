@@ -16,6 +16,7 @@ import gradio as gr
 from recommender.images import ImageError
 from recommender.serve.data_urls import data_url, from_data_url
 from recommender.serve.explain import Explainer, View, query_picture
+from recommender.serve.feedback import NothingToRefine
 from recommender.serve.live_turns import LiveTurns
 from recommender.serve.outputs import PageOutputs, PhotoOutputs, WhyOutputs, gallery, links, records, status_line
 from recommender.serve.photos import Photo, QueryPhotos
@@ -100,6 +101,42 @@ class Page:
             A gallery of (product image, caption) and the results, best first, as for recommend.
         """
         results, _ = self._search(index, Product(str(id)), k, _by_parameter(index, filters))
+        return gallery(results, index), records(results)
+
+    @with_current_index
+    def refine(self, index: Recommender, image: Photo | None = None, id: str | None = None, like=None, unlike=None,
+               k: int = 8, *filters: str):
+        """Steer a search by example: products like the query and the liked products, unlike the unliked ones.
+
+        Args:
+            image: a photo to start from (optional: give this, `id`, or liked products).
+            id: a catalog product to start from instead of a photo (optional; never returned itself).
+            like: ids of products to look more like: a list, or one comma-separated string.
+            unlike: ids of products to look less like (never returned): a list, or one comma-separated string.
+            k: how many products to return, 1 to 50.
+            {filters}
+
+        Returns:
+            A gallery of (product image, caption) and the results, best first, as for recommend.
+        """
+        filters = _by_parameter(index, filters)
+        try:
+            liked, unliked = _ids(like, "like"), _ids(unlike, "unlike")
+            if image is not None and id:
+                raise UnknownProduct("Give a photo or a product id to start from, not both.")
+            for product_id in (*liked, *unliked, *([id] if id else [])):  # refused before the model runs
+                index.row_of(product_id)
+            query = None
+            if image is not None:
+                with self.turns.photo():
+                    index.matching_rows(filters)
+                    query = self.photos.vector(image)
+            results = index.refine(query, liked, unliked, k, filters, query_product=str(id) if id else None)
+        except (ImageError, UnknownProduct, NothingToRefine) as error:
+            raise gr.Error(str(error)) from None
+        finally:
+            if image is not None:
+                self.photos.store.release(image.path)
         return gallery(results, index), records(results)
 
     @with_current_index
@@ -268,13 +305,24 @@ class _Fixed:
         self.current = recommender
 
 
+def _ids(value, name: str) -> list[str]:
+    """Product ids as the API takes them: a list, or one comma-separated string; each once, in order."""
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)):
+        raise UnknownProduct(f"'{name}' takes a list of product ids or a comma-separated string of them.")
+    return list(dict.fromkeys(str(item).strip() for item in value if str(item).strip()))
+
+
 def _by_parameter(index: Recommender, values) -> dict:
     """The filter controls' values (in the index's order of filters) by API parameter."""
     return dict(zip(index.filters, values))
 
 
 def api_endpoint(method, index: Recommender):
-    """Page.recommend or Page.similar (leading parameters, k, then the values of the filters) as a function whose
+    """Page.recommend, Page.similar or Page.refine (leading parameters, k, then the values of the filters) as a function whose
     signature names each filter of the index's catalog, default "All", and whose docstring describes it: Gradio names
     the API's parameters from the signature, and describes the MCP tools from the docstring."""
     filters = list(index.filters.values())
