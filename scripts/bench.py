@@ -33,6 +33,7 @@ from bench_index import bench_filtered_search, bench_footprint, bench_scales, be
 from bench_fair import bench_fairness  # noqa: E402
 from bench_hostile import bench_hostile  # noqa: E402
 from bench_page import bench_page  # noqa: E402
+from bench_refine import bench_refine  # noqa: E402
 from bench_model import bench_batch_norm_fold, bench_embedding, bench_naive_loops  # noqa: E402
 from bench_ray import bench_ray  # noqa: E402
 from bench_scale import bench_million  # noqa: E402
@@ -47,7 +48,8 @@ QUICK = {"images": 256, "naive": 32, "fold": 96, "queries": 50, "catalog": 44_00
 
 BENCHMARKS = [bench_embedding, bench_naive_loops, bench_batch_norm_fold, bench_footprint, bench_search_object,
               bench_filtered_search,
-              served(bench_end_to_end, bench_concurrency, bench_live, bench_explain, bench_page, bench_fairness),
+              served(bench_end_to_end, bench_concurrency, bench_live, bench_explain, bench_refine, bench_page,
+                     bench_fairness),
               bench_cold_page_cache, bench_hostile, bench_scales, bench_incremental, bench_ray]
 
 
