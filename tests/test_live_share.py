@@ -17,6 +17,13 @@ from recommender.images import to_rgb
 from recommender.serve.page import LiveMatch, LiveState, Page, live_camera
 from recommender.serve.photos import QueryPhotos
 
+@pytest.fixture(scope="module")
+def recommender(stand_in_recommender):
+    """The live model is a SlowModel here (test_live_model.py tests the real one): the index is conftest's stand-in
+    one, built by the real build pipeline with a numpy function for the model."""
+    return stand_in_recommender
+
+
 FORWARD_SECONDS = 0.4  # the fake model's forward: long enough that "at once" is well inside it and its pause
 
 
@@ -81,6 +88,7 @@ def test_a_live_forward_is_followed_by_a_pause_as_long(page):
     assert page.model.calls == 2
 
 
+@pytest.mark.fast
 def test_frames_of_several_viewers_never_run_at_once(page):
     """With no wait allowed (the fixture), of four frames sent at once one is searched and the others are answered
     at once; the tests below let frames wait."""
@@ -115,6 +123,7 @@ def test_a_frame_that_meets_a_busy_model_waits_for_the_end_of_its_pause(page, mo
     assert second_started - sent >= FORWARD_SECONDS * 0.9 and second.deferred == 0 and page.model.most_at_once == 1
 
 
+@pytest.mark.fast
 def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(page, monkeypatch, decoded):
     monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 0.3)
     viewer = LiveState()
@@ -125,6 +134,7 @@ def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(page,
     assert 0.3 <= waited < 0.5 and viewer.deferred == 1 and decoded == [] and page.model.calls == 0
 
 
+@pytest.mark.fast
 def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(page, monkeypatch):
     monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 2.0)
     photo_started, photo_done = threading.Event(), []
@@ -144,6 +154,7 @@ def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(page
     assert 0 <= started - photo_done[0] < 0.15
 
 
+@pytest.mark.fast
 def test_no_live_forward_starts_while_a_photo_is_searched(page):
     viewer = LiveState()
     with page._photo_turn():
@@ -221,6 +232,7 @@ def test_two_frames_of_one_viewer_waiting_at_once_are_both_answered(page, monkey
     assert forward_order(page, frames) == [0, 1] and viewer.searched == 2
 
 
+@pytest.mark.fast
 def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(recommender):
     """Most live frames are dropped; for each, Gradio rebuilds the config of every non-State output that the stream
     writes, even with gr.skip() (over half of the server's work per dropped frame, in a py-spy profile). So the
@@ -237,6 +249,7 @@ def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(rec
     assert len(shows.outputs) == 8 and not all(isinstance(output, gr.State) for output in shows.outputs)
 
 
+@pytest.mark.fast
 def test_live_results_show_the_embedded_frames_neighbours(page, recommender):
     live = LiveState(searched=4, skipped=2, deferred=7)
     outputs = page.live_results(LiveMatch(np.array(recommender.index.vectors[5]), time.perf_counter()), live,
@@ -250,6 +263,7 @@ def jpeg_frame(seed: int) -> bytes:
     return jpeg(frame(seed))
 
 
+@pytest.mark.fast
 def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, decoded):
     """Frames reach the handler as the browser's JPEG bytes (live_camera); one dropped because the model is busy
     costs no decoding, and one searched is decoded small for the unchanged-picture check, then for the model."""
@@ -261,6 +275,7 @@ def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, decoded):
     assert decoded == [{"draft_side": page_module.LIVE_THUMBNAIL}]
 
 
+@pytest.mark.fast
 def test_the_live_camera_hands_over_the_frames_bytes_undecoded():
     camera = live_camera(sources=["webcam"], streaming=True, type="numpy")
     data = jpeg_frame(50)
