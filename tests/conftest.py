@@ -80,6 +80,29 @@ def offline():
     proxy.server_close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_model_per_settings():
+    """In this process, Recommender.load and build_index make one Embedder per Settings and reuse it: a ResNet50 is
+    built, folded and traced once (seconds each) instead of in every test that loads an index. An Embedder holds no
+    state between calls; what each test checks of a load (the manifest's identity, the probe vector) still runs.
+    Apps and build scripts are processes of their own and load their model as a user's do."""
+    import recommender.pipeline.build as build
+    import recommender.serve.search as search
+    from recommender.embedder import Embedder
+
+    made = {}
+
+    def embedder(settings):
+        if settings not in made:
+            made[settings] = Embedder(settings)
+        return made[settings]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "Embedder", embedder)
+        patch.setattr(build, "Embedder", embedder, raising=False)  # wherever the build makes its embedder
+        yield made
+
+
 def run_build(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """scripts/build_index.py as a user runs it."""
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "build_index.py"), *args], cwd=ROOT,
