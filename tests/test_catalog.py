@@ -7,6 +7,8 @@ import pytest
 from recommender.columns import METADATA_FIELDS, CatalogUnavailable
 from recommender.pipeline.catalog import load_catalog
 
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
 
 def test_parquet_in_hub_schema(catalog_parquet, catalog_rows):
     catalog = load_catalog(str(catalog_parquet))

@@ -117,6 +117,7 @@ def test_the_api_cannot_skip_the_queue(fair_app):
     (2, "203.0.113.9, 10.1.1.1", "203.0.113.9"),
     (2, "203.0.113.9", "203.0.113.9"),  # fewer entries than hops: the farthest one
 ])
+@pytest.mark.fast
 def test_client_address_trusts_only_the_proxies_hops(hops, forwarded, expected):
     headers = {"x-forwarded-for": forwarded} if forwarded else {}
     assert client_address(headers, "10.0.0.1", hops) == expected
@@ -152,6 +153,7 @@ def test_a_flood_of_tiny_uploads_is_refused_and_costs_the_app_nothing(fair_app):
     assert grown < 100e6, f"the app grew by {grown / 1e6:.0f} MB"
 
 
+@pytest.mark.fast
 def test_a_refusal_waits_but_only_so_many_wait_at_once(monkeypatch):
     """slow_refusal holds a refusal REFUSAL_SECONDS, but past REFUSALS_HELD waiting at once answers at once: a flood
     of connections cannot make the app hold unbounded many."""

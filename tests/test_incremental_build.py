@@ -14,6 +14,8 @@ from recommender.pipeline.catalog import load_catalog
 from recommender.config import Settings
 from recommender.index import IndexFiles, VectorIndex, read_manifest
 
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
 SETTINGS = Settings(weights="random", image_size=IMAGE_SIZE)
 CHANGED, REMOVED, ADDED = (7, 30), (12, 40), 2  # rows of the old catalog whose image changes, rows dropped, new rows
 
@@ -46,9 +48,11 @@ class OtherModel(KilledAtCall):
 
 @pytest.fixture(scope="module")
 def embedder():
-    from recommender.embedder import Embedder
+    """A numpy stand-in for ResNet50 (tests/stand_in_embedder.py): what is reused or embedded again is the subject,
+    not the model; test_interrupted_build.py resumes builds of the real model."""
+    from stand_in_embedder import StandInEmbedder
 
-    return Embedder(SETTINGS)
+    return StandInEmbedder(SETTINGS)
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,7 @@ def test_close_ends_the_process(recommender):
     assert not Path(f"/proc/{pid}").exists()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("answer", [b"hello, not an answer\n", b"V" + (10**9).to_bytes(4, "little"),
                                     b"V" + (8192).to_bytes(4, "little") + b"short", None])
 def test_an_answer_that_is_not_ours_or_none_costs_the_child_not_the_app(answer, monkeypatch):
@@ -201,6 +202,7 @@ def test_a_model_other_than_the_apps_is_refused(recommender):
         model.close()
 
 
+@pytest.mark.fast
 def test_a_child_that_never_gets_ready_is_killed_at_the_loading_deadline_and_reaped(monkeypatch, caplog):
     """A load that hangs (a stuck download, a deadlock in a library) must not keep live search off for good: at
     LOAD_SECONDS the child is killed and waited for, and the next frame starts a new one."""
@@ -217,6 +219,7 @@ def test_a_child_that_never_gets_ready_is_killed_at_the_loading_deadline_and_rea
         model.close()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("loading", ["sys.exit(3)",  # a crash (killed for memory, a library's abort)
                                      "out.write(b'F' + struct.pack('<I', 4) + b'why!'); out.flush(); sys.exit(0)"])
 def test_a_child_that_fails_while_loading_is_reaped(loading, caplog):
@@ -234,6 +237,7 @@ def test_a_child_that_fails_while_loading_is_reaped(loading, caplog):
         model.close()
 
 
+@pytest.mark.fast
 def test_a_child_that_dies_after_loading_is_reaped_without_waiting_for_a_frame():
     """Killed by the OOM killer, say, while nobody sends frames: no zombie is left until the next one."""
     model = ChildThatLoads("")
@@ -250,6 +254,7 @@ def test_a_child_that_dies_after_loading_is_reaped_without_waiting_for_a_frame()
         model.close()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("loading", ["", "time.sleep(3600)"])  # loaded: it exits when asked; loading: it is killed
 def test_close_reaps_the_child_loaded_or_not(loading, monkeypatch):
     """close() asks the child to exit (its stdin ends), waits EXIT_SECONDS, then kills it; either way it waits for

@@ -22,6 +22,13 @@ from recommender.serve.live_turns import LiveTurns
 from recommender.serve.page import Page
 from recommender.serve.photos import QueryPhotos
 
+@pytest.fixture(scope="module")
+def recommender(stand_in_recommender):
+    """The live model is a SlowModel here (test_live_model.py tests the real one): the index is conftest's stand-in
+    one, built by the real build pipeline with a numpy function for the model."""
+    return stand_in_recommender
+
+
 FORWARD_SECONDS = 0.4  # the fake model's forward: long enough that "at once" is well inside it and its pause
 
 
@@ -94,6 +101,7 @@ def test_a_live_forward_is_followed_by_a_pause_as_long(live):
     assert live.model.calls == 2
 
 
+@pytest.mark.fast
 def test_frames_of_several_viewers_never_run_at_once(live):
     """With no wait allowed (the fixture), of four frames sent at once one is searched and the others are answered
     at once; the tests below let frames wait."""
@@ -128,6 +136,7 @@ def test_a_frame_that_meets_a_busy_model_waits_for_the_end_of_its_pause(waiting_
     assert second_started - sent >= FORWARD_SECONDS * 0.9 and second.deferred == 0 and live.model.most_at_once == 1
 
 
+@pytest.mark.fast
 def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(waiting_at_most, decoded):
     live = waiting_at_most(0.3)
     viewer = LiveState()
@@ -138,6 +147,7 @@ def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(waiti
     assert 0.3 <= waited < 0.5 and viewer.deferred == 1 and decoded == [] and live.model.calls == 0
 
 
+@pytest.mark.fast
 def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(waiting_at_most):
     live = waiting_at_most(2.0)
     photo_started, photo_done = threading.Event(), []
@@ -157,6 +167,7 @@ def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(wait
     assert 0 <= started - photo_done[0] < 0.15
 
 
+@pytest.mark.fast
 def test_no_live_forward_starts_while_a_photo_is_searched(live):
     viewer = LiveState()
     with live.turns.photo():
@@ -234,6 +245,7 @@ def test_two_frames_of_one_viewer_waiting_at_once_are_both_answered(waiting_at_m
     assert forward_order(live, frames) == [0, 1] and viewer.searched == 2
 
 
+@pytest.mark.fast
 def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(recommender):
     """Most live frames are dropped; for each, Gradio rebuilds the config of every non-State output that the stream
     writes, even with gr.skip() (over half of the server's work per dropped frame, in a py-spy profile). So the
@@ -250,6 +262,7 @@ def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(rec
     assert len(shows.outputs) == 8 and not all(isinstance(output, gr.State) for output in shows.outputs)
 
 
+@pytest.mark.fast
 def test_live_results_show_the_embedded_frames_neighbours(live, recommender):
     viewer = LiveState(searched=4, skipped=2, deferred=7)
     outputs = live.live_results(LiveMatch(np.array(recommender.index.vectors[5]), time.perf_counter()), viewer,
@@ -265,6 +278,7 @@ def jpeg_frame(seed: int) -> bytes:
     return jpeg(frame(seed))
 
 
+@pytest.mark.fast
 def test_a_frame_the_model_has_no_time_for_is_never_decoded(live, decoded):
     """Frames reach the handler as the browser's JPEG bytes (live_camera); one dropped because the model is busy
     costs no decoding, and one searched is decoded small for the unchanged-picture check, then for the model."""
@@ -276,6 +290,7 @@ def test_a_frame_the_model_has_no_time_for_is_never_decoded(live, decoded):
     assert decoded == [{"draft_side": LIVE_THUMBNAIL}]
 
 
+@pytest.mark.fast
 def test_the_live_camera_hands_over_the_frames_bytes_undecoded():
     camera = live_camera(sources=["webcam"], streaming=True, type="numpy")
     data = jpeg_frame(50)

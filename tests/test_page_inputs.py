@@ -2,10 +2,20 @@
 
 from types import SimpleNamespace
 
+import pytest
 import recommender.serve.data_urls as data_urls
 import recommender.serve.page as page_module
 from recommender.serve.page import Page
 from recommender.serve.photos import QueryPhotos
+
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
+
+@pytest.fixture(scope="module")
+def recommender(stand_in_recommender):
+    """What the handlers take from a client is the subject here, not the model: conftest's stand-in index, built by
+    the real build pipeline with a numpy function for the model."""
+    return stand_in_recommender
 
 
 def test_a_data_url_over_the_limit_is_never_decoded(monkeypatch):

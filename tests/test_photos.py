@@ -93,6 +93,7 @@ def clock(monkeypatch):
     return clock
 
 
+@pytest.mark.fast
 def test_unread_bytes_expire_and_their_key_outlives_them(clock):
     store = UploadStore(unread_seconds=60, key_seconds=600)
     store.put("uploads/a/photo.jpg", b"photo A")
@@ -105,6 +106,7 @@ def test_unread_bytes_expire_and_their_key_outlives_them(clock):
     assert store.take("uploads/a/photo.jpg") is None and len(store) == 0
 
 
+@pytest.mark.fast
 def test_release_drops_the_bytes_and_keeps_the_key():
     store = UploadStore()
     store.put("uploads/a/photo.jpg", b"photo A")
@@ -113,6 +115,7 @@ def test_release_drops_the_bytes_and_keeps_the_key():
     assert store.take("uploads/a/photo.jpg") == (sha256(b"photo A"), None) and store.held_bytes() == 0
 
 
+@pytest.mark.fast
 def test_over_the_byte_budget_the_oldest_bytes_go_first():
     store = UploadStore(max_bytes=10)
     store.put("old", b"123456")
@@ -121,6 +124,7 @@ def test_over_the_byte_budget_the_oldest_bytes_go_first():
     assert store.take("new") == (sha256(b"abcdef"), b"abcdef") and store.held_bytes() == 6
 
 
+@pytest.mark.fast
 def test_one_address_holds_only_its_share_of_unread_uploads(clock):
     store = UploadStore(unread_seconds=60, client_uploads=3, client_bytes=100)
     for number in range(3):
@@ -138,6 +142,7 @@ def test_one_address_holds_only_its_share_of_unread_uploads(clock):
 
 # VectorCache and QueryPhotos: vectors by content; a file Gradio wrote is read once and deleted.
 
+@pytest.mark.fast
 def test_vectors_are_cached_by_content_never_by_path(tmp_path):
     embed = CountingEmbedder()
     photos = QueryPhotos(embed)
@@ -158,6 +163,7 @@ def test_vectors_are_cached_by_content_never_by_path(tmp_path):
     assert cache.get("a") is None and cache.get("c") is not None
 
 
+@pytest.mark.fast
 def test_a_photo_is_used_once_then_only_its_vector_is_kept():
     photos = QueryPhotos(CountingEmbedder())
     photos.store.put("uploads/a/photo.jpg", b"photo A")
@@ -170,6 +176,7 @@ def test_a_photo_is_used_once_then_only_its_vector_is_kept():
         photos.vector(again)
 
 
+@pytest.mark.fast
 def test_a_path_the_app_did_not_hand_out_is_refused_and_left_untouched(tmp_path):
     """A request may name any file Gradio lets an input name (a catalog image it serves, a file of its folder):
     it is never read or deleted, and the request is refused with a clear message."""
@@ -182,6 +189,7 @@ def test_a_path_the_app_did_not_hand_out_is_refused_and_left_untouched(tmp_path)
     assert thumbnail.read_bytes() == b"a catalog image"
 
 
+@pytest.mark.fast
 def test_opened_paths_are_dropped_from_gradios_lists(tmp_path):
     """Gradio records each path an event used (blocks.upload_file_set, each block's temp_files) and never forgets
     one deleted by someone else: the lists would grow with every photo."""
@@ -229,6 +237,7 @@ def uploads(tmp_path):
     return SimpleNamespace(call=call, photos=photos, upload_dir=upload_dir, passed=passed)
 
 
+@pytest.mark.fast
 def test_an_upload_is_answered_with_a_path_and_held_in_memory(uploads):
     data = jpeg(Image.new("RGB", (40, 30), "navy"))
     response = uploads.call("POST", "/gradio_api/upload", files=[("files", ("../../etc/shirt photo.jpg", data))])
@@ -251,6 +260,7 @@ def test_an_upload_is_answered_with_a_path_and_held_in_memory(uploads):
     (8 * 2**20, False, 2**20 + 3 * 65536),  # no length given (or a false one): read up to the limit only
     (2**20 + 1000, True, 2**20 + 65536),  # within the multipart allowance, over the limit once parsed
 ], ids=["declared", "streamed-without-length", "just-over"])
+@pytest.mark.fast
 def test_too_large_uploads_are_refused_with_the_limit(uploads, size, declared, read_at_most):
     request = httpx.Request("POST", "http://app", files=[("files", ("big.jpg", b"\xff\xd8\xff" + bytes(size)))])
     body, sent = request.read(), []
@@ -269,6 +279,7 @@ def test_too_large_uploads_are_refused_with_the_limit(uploads, size, declared, r
     assert len(uploads.photos.store) == 0 and not uploads.upload_dir.exists()
 
 
+@pytest.mark.fast
 def test_an_upload_that_is_not_multipart_is_refused(uploads):
     response = uploads.call("POST", "/gradio_api/upload", content=b"\xff\xd8\xff photo",
                             headers={"content-type": "image/jpeg"})
@@ -566,6 +577,7 @@ def test_a_url_that_never_ends_is_refused_at_the_byte_cap(photo_app, photo_clien
         str(catalog_rows[3]["id"])
 
 
+@pytest.mark.fast
 def test_a_url_that_sends_slowly_is_refused_at_its_deadline(proxy, monkeypatch):
     """64 kB a second: the download is abandoned after URL_SECONDS with a message saying so (through the same
     proxy, so the host checks are Gradio's allow-list as in the app)."""

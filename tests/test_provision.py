@@ -6,6 +6,8 @@ from recommender.serve import provision
 from recommender.config import Settings
 from recommender.serve.provision import IndexUnusable, build_limit, ensure_index
 
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
 
 @pytest.mark.parametrize("text, limit", [("2000", 2000), ("1", 1), (" 10 ", 10), ("all", None), ("ALL", None)])
 def test_build_limit_is_a_count_or_all(text, limit):

@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 from conftest import IMAGE_SIZE, run_build
 from PIL import Image
 
@@ -196,6 +197,7 @@ def test_a_handler_answers_wholly_from_the_index_current_when_it_started(recomme
         assert len(used) > 1 and len({id(index) for index in used}) == 1
 
 
+@pytest.mark.fast
 def test_a_new_revision_of_the_index_repo_is_downloaded_once(tmp_path):
     from recommender.serve.refresh import update_from_repo
 

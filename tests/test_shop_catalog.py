@@ -140,6 +140,7 @@ def test_the_page_has_the_shops_title_and_filters(shop):
     assert header.startswith("# Acme Outfitters\nOur own catalogue.")
 
 
+@pytest.mark.fast
 def test_links_to_the_shop_are_http_only_and_quoted():
     from recommender.serve.outputs import links
     from recommender.serve.search import Result
@@ -172,6 +173,7 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
     (Columns(id="SKU", image="Photo file", filters=("Category", "colour")),
      "has no column 'colour' (--filter-columns)."),
 ])
+@pytest.mark.fast
 def test_a_missing_column_is_refused_naming_the_columns_and_the_flag(tmp_path, catalog_rows, columns, message):
     table = write_shop_table(tmp_path, "csv", catalog_rows[:2])
     for photo in (tmp_path / "photos").iterdir():
@@ -204,6 +206,7 @@ def test_the_cli_refuses_with_the_message_and_builds_nothing(tmp_path, catalog_r
     ("list.jsonl", '{"id": 1, "image": "a.jpg"}\n[2, "b.jpg"]\n', Columns(),
      "line 2: a JSON object per line is expected, not list."),
 ])
+@pytest.mark.fast
 def test_a_table_that_does_not_fit_is_refused_with_what_to_do(tmp_path, name, text, columns, message):
     table = write_csv(tmp_path / name, text, "latin-1" if "latin1" in name else "utf-8")
     with pytest.raises(CatalogUnavailable) as refused:
@@ -211,6 +214,7 @@ def test_a_table_that_does_not_fit_is_refused_with_what_to_do(tmp_path, name, te
     assert str(table) in str(refused.value) and message in str(refused.value)
 
 
+@pytest.mark.fast
 def test_a_comma_separated_table_with_a_bom_and_absolute_paths(tmp_path, catalog_rows):
     """As Excel's "CSV UTF-8" writes it: a byte-order mark, commas; photos named by absolute paths."""
     photo = tmp_path / "elsewhere" / "shirt.jpg"
@@ -223,11 +227,13 @@ def test_a_comma_separated_table_with_a_bom_and_absolute_paths(tmp_path, catalog
     assert catalog.columns.filters == () and catalog.total == 1
 
 
+@pytest.mark.fast
 def test_column_flags_on_an_image_folder_are_refused(catalog_folder):
     with pytest.raises(CatalogUnavailable, match="is a folder of images: the column flags"):
         load_catalog(str(catalog_folder), columns=Columns(id="sku"))
 
 
+@pytest.mark.fast
 def test_a_hub_datasets_columns_are_checked_before_any_image_is_downloaded(monkeypatch):
     """The dataset's features (from its card or files) are checked first; its rows, which would download the
     images, are never read."""

@@ -37,8 +37,12 @@ class Projection:
             sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), PCA_SAMPLE, replace=False))]
         mean = sample.mean(axis=0, dtype=np.float64).astype(np.float32)  # float32: no 800 MB float64 copy
         centred = sample - mean
-        _, eigenvectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))  # ascending eigenvalues
-        axes = eigenvectors[:, ::-1][:, :coarse_dims].T
+        if len(centred) < centred.shape[1]:  # fewer rows than dims (a test's or a BUILD_LIMIT's index): the SVD of
+            # the (n, dims) rows costs milliseconds where the (dims, dims) eigh below takes seconds
+            axes = np.linalg.svd(centred.astype(np.float64), full_matrices=False)[2][:coarse_dims]  # descending
+        else:
+            _, eigenvectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))  # ascending eigenvalues
+            axes = eigenvectors[:, ::-1][:, :coarse_dims].T
         return cls(mean, np.ascontiguousarray(axes, dtype=np.float32))
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
