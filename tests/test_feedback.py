@@ -9,6 +9,15 @@ from recommender.serve.feedback import NothingToRefine, refined_query
 from recommender.serve.search import UnknownProduct
 from scripts.evaluate import evaluate_feedback
 
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
+
+@pytest.fixture(scope="module")
+def recommender(stand_in_recommender):
+    """What a refinement returns is the subject, not the model: conftest's stand-in index (the real build, search and
+    filters, a numpy function for the model)."""
+    return stand_in_recommender
+
 
 def test_rocchio_moves_the_query_toward_the_liked_and_away_from_the_unliked():
     # 1 * [1, 0, 0] + 0.75 * [0, 1, 0] - 1 * [0, 0, 1] = [1, 0.75, -1], of length sqrt(2.5625) = 1.6008

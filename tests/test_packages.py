@@ -9,6 +9,8 @@ import pytest
 
 from app_process import ROOT
 
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
 PACKAGES = ("recommender.pipeline", "recommender.serve", "recommender.index")
 
 
