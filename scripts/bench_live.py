@@ -40,7 +40,9 @@ def bench_live(bench, app, client) -> None:
         return report.add(section, "live viewers", "not measured: needs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
-    queries = 3 * bench.size["queries"]  # p95 of 150 (quick) or 300 photos: of 40 it was a run-to-run lottery
+    # photos searched in each of 5 conditions: p95 of 300 in the full run (of 40 it was a run-to-run lottery); the quick
+    # run's 50 feed only its reported ratios, not its checked target (every viewer updated)
+    queries = bench.size["live_queries"]
     idle_cpu = CpuClock(app.process.pid)
     idle_ms = [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
     idle_cpu = idle_cpu.shares()
