@@ -22,7 +22,7 @@ def labelled(tmp_path_factory):
     assert built.returncode == 0, built.stderr
     with RunningApp({"INDEX_DIR": str(folder / "index"), "GRADIO_TEMP_DIR": str(folder / "gradio")},
                     folder / "app.log") as running:
-        yield rows, Client(running.wait_until_ready().url, verbose=False)
+        yield rows, Client(running.wait_until_ready().url, verbose=False, download_files=False)
 
 
 def refine(client, **arguments):
