@@ -25,25 +25,31 @@ for _name, _value in GRADIO_QUEUE_ANALYTICS.items():
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
-from recommender.build import BuildFailed  # noqa: E402
-from recommender.catalog import CatalogUnavailable  # noqa: E402
-from recommender.clients import limit_events_per_client, proxy_hops, serve_clients_in_turn  # noqa: E402
+from recommender.pipeline.build import BuildFailed  # noqa: E402
+from recommender.columns import CatalogUnavailable  # noqa: E402
+from recommender.serve.clients import limit_events_per_client, proxy_hops, serve_clients_in_turn  # noqa: E402
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
-from recommender.explain import View, query_embedder  # noqa: E402
-from recommender.page import LiveState, Page, api_endpoint, in_memory_image, live_camera  # noqa: E402
-from recommender.photos import (InMemoryUploads, QueryPhotos, RefuseDeepLinks, delete_mcp_copies,  # noqa: E402
-                                never_record_values, query_image, refuse_server_paths_clearly)
-from recommender.picker import photo_picker  # noqa: E402
-from recommender.provision import IndexUnusable, build_limit, ensure_index  # noqa: E402
-from recommender.refresh import IndexHolder, follow_repo  # noqa: E402
-from recommender.search import ANY, MAX_K, Recommender  # noqa: E402
+from recommender.serve.environment import ENV  # noqa: E402
+from recommender.serve.explain import View, query_embedder  # noqa: E402
+from recommender.serve.gradio_patches import (RefuseDeepLinks, delete_mcp_copies, id_list,  # noqa: E402
+                                               in_memory_image, live_camera, never_record_values,
+                                               refuse_server_paths_clearly)
+from recommender.serve.live import LiveSearch, LiveState  # noqa: E402
+from recommender.serve.outputs import PageOutputs, WhyOutputs  # noqa: E402
+from recommender.serve.page import Page, api_endpoint  # noqa: E402
+from recommender.serve.photos import QueryPhotos, query_image  # noqa: E402
+from recommender.serve.uploads import InMemoryUploads  # noqa: E402
+from recommender.serve.picker import photo_picker  # noqa: E402
+from recommender.serve.provision import IndexUnusable, build_limit, ensure_index  # noqa: E402
+from recommender.serve.refresh import IndexHolder, follow_repo  # noqa: E402
+from recommender.serve.search import ANY, MAX_K, Recommender  # noqa: E402
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
 LIVE_VIEWERS = 8  # live streams at once (a stream holds its slot until stopped); more wait in the queue
 LIVE_EVERY = 0.3  # seconds between a live viewer's frames: ~3 searches a second when the picture changes
 LIVE_MINUTES = 5  # a live session stops after this; one click starts it again
-MAX_QUEUE = int(os.environ.get("MAX_QUEUE", "64"))  # more waiting requests are refused at once ("queue is full")
+MAX_QUEUE = ENV.max_queue  # more waiting requests are refused at once ("queue is full")
 MAX_UPLOAD_MB = 20  # a phone photo is under 10 MB; a larger upload is refused before it is read
 # The camera the search sees: not mirrored (Gradio mirrors the picture it captures, not only the preview, when
 # mirror is on), and on a phone the rear one first: it is pointed at a product, not at its holder.
@@ -69,14 +75,11 @@ def query_photos(recommender: Recommender) -> QueryPhotos:
     return QueryPhotos(query_embedder(recommender.embedder), cacheable=View.without_picture)
 
 
-APP_TITLE = os.environ.get("APP_TITLE", "Find similar fashion products")  # a shop's own catalog, its own words
-APP_DESCRIPTION = os.environ.get(
-    "APP_DESCRIPTION", "Choose a photo, take one with your camera, or paste one; drag on it to frame the garment if "
-    "there is more in the picture. Or go **Live** and point the camera at a product.")
+APP_TITLE, APP_DESCRIPTION = ENV.app_title, ENV.app_description  # a shop's own catalog, its own words
 
 
-def examples(page: Page) -> list[tuple[str, str]]:
-    return [(e.image_path, page.recommender.example_label(e)) for e in page.examples]
+def examples(index: Recommender) -> list[tuple[str, str]]:
+    return [(e.image_path, index.example_label(e)) for e in index.examples()]
 
 
 def header(recommender: Recommender) -> str:
@@ -85,11 +88,12 @@ def header(recommender: Recommender) -> str:
 
 
 def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | None = None) -> gr.Blocks:
-    """The page and the API: layout, and which handler of recommender.page each event runs. Given an IndexHolder,
-    the handlers answer from its current index, which a rebuild may replace while the app runs."""
+    """The page and the API: layout, and which handler of recommender.serve.page (and .live) each event runs. Given
+    an IndexHolder, each event answers from its current index, which a rebuild may replace while the app runs."""
     indexes, recommender = recommender, getattr(recommender, "current", recommender)
     photos = photos or query_photos(recommender)
     page = Page(indexes, photos)
+    live_search = LiveSearch(page)
     gr.set_static_paths([recommender.files.images.resolve()])  # galleries link to the index's images, no copies
     if isinstance(indexes, IndexHolder):  # and to a new index's, once it serves
         indexes.on_switch.append(lambda new: gr.set_static_paths([new.files.images.resolve()]))
@@ -102,18 +106,18 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
             with gr.Column(scale=1, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("Photo", id="photo-tab"):
-                        # scaled in the browser and sent once (recommender/picker.py); drag on it to crop
+                        # scaled in the browser and sent once (recommender/serve/picker.py); drag on it to crop
                         photo = photo_picker("Your photo", MAX_UPLOAD_MB, elem_id="photo")
                     with gr.Tab("Live", id="live-tab") as live_tab:
                         live = live_camera(sources=["webcam"], streaming=True, type="numpy", webcam_options=CAMERA,
                                            label="Live camera: the results follow what it sees", elem_id="live",
                                            height=380)
-                query_product = gr.Image(interactive=False, visible=False, height=220, elem_id="query-product",
+                product_image = gr.Image(interactive=False, visible=False, height=220, elem_id="query-product",
                                          buttons=[])
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Number of results", elem_id="k")
                 with gr.Row():
                     # one per filter column of the index's catalog (gender, article type, colour by default); an
-                    # index with other filters is refused while the app runs (recommender/refresh.py)
+                    # index with other filters is refused while the app runs (recommender/serve/refresh.py)
                     filters = [gr.Dropdown([ANY, *recommender.filter_choices(name)], value=ANY, label=f["label"],
                                            filterable=True, elem_id=name, min_width=100)
                                for name, f in recommender.filters.items()]
@@ -127,30 +131,37 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                 with gr.Column(visible=False, elem_id="why-panel") as why_panel:
                     why_text = gr.Markdown(elem_id="why-text")
                     with gr.Row():
-                        why_images = [in_memory_image(label=label, interactive=False, elem_id=elem_id, buttons=[])
-                                      for label, elem_id in (("Your query", "why-query"),
-                                                             ("The product", "why-product"))]
+                        query_overlay, product_overlay = (
+                            in_memory_image(label=label, interactive=False, elem_id=elem_id, buttons=[])
+                            for label, elem_id in (("Your query", "why-query"), ("The product", "why-product")))
                     with gr.Accordion("Explanation as data", open=False):
                         why_details = gr.JSON(label="Explanation")
                 links = gr.Markdown(elem_id="links")
                 with gr.Accordion("Results as data", open=False):
                     details = gr.JSON(label="Results")
         gr.Markdown("### No photo at hand? Try one of these")
-        example_gallery = gr.Gallery(examples(page),
+        example_gallery = gr.Gallery(examples(recommender),
                                      columns=8, height=200, fit_columns=False, allow_preview=False,
                                      object_fit="contain", show_label=False, elem_id="examples")
         api_image = query_image(photos, MAX_UPLOAD_MB * 2**20, visible=False)  # the API's input: a plain image file, no editor state
         api_id = gr.Textbox(visible=False)
         api_product = gr.Textbox(visible=False)
+        api_refine, api_like, api_unlike = gr.Button(visible=False), id_list(visible=False), id_list(visible=False)
         # ids in the gallery; the catalog product on show; the photo's vector and cells (the photo itself is not kept)
-        shown, current, vector, live_state = gr.State([]), gr.State(None), gr.State(None), gr.State(LiveState())
+        shown_ids, product_id, query, live_state = gr.State([]), gr.State(None), gr.State(None), gr.State(LiveState())
         live_match = gr.State(None)  # the last embedded live frame's LiveMatch: its change shows the results
         query_copy = gr.Textbox(visible=False)  # the photo's small copy, a data URL held by the browser: the server
         # keeps no copy of a photo, and "Why this match?" draws the query's side on this one when it is sent back
 
-        never_record_values([photo, live, query_copy, *why_images, api_image])  # no photo copy in session state
+        # no copy of a photo in the session's state
+        never_record_values([photo, live, query_copy, query_overlay, product_overlay, api_image])
         controls = [k, *filters]
-        page_outputs = [gallery, details, status, links, shown, current, vector, query_product]
+        # the components each event writes, by the names its handler's values have (recommender/serve/outputs.py)
+        page_outputs = PageOutputs(gallery=gallery, details=details, status=status, links=links, shown_ids=shown_ids,
+                                   product_id=product_id, query=query, product_image=product_image)
+        photo_outputs = page_outputs.with_copy(query_copy)
+        why_outputs = WhyOutputs(panel=why_panel, text=why_text, query_overlay=query_overlay,
+                                 product_overlay=product_overlay, details=why_details)
         # One concurrency group for every event that may run the model (and the cheap ones beside them), so that the
         # app never runs more than CONCURRENCY forwards at once, whichever routes the requests take.
         private = {"api_visibility": "private", "concurrency_id": "model", "concurrency_limit": CONCURRENCY}
@@ -158,47 +169,51 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         live_only = {"api_visibility": "private"}  # the live child's frames and their results: slots of their own
         # The picker fires input for a photo or a crop it has uploaded, its path in the event's data; a newer photo
         # sent while one is searched is searched next ("always_last"), the ones between are never read.
-        photo.input(page.search_photo, controls, [*page_outputs, query_copy], trigger_mode="always_last",
+        photo.input(page.search_photo, controls, photo_outputs, trigger_mode="always_last",
                     **private).then(None, js=RESULTS_INTO_VIEW)
-        photo.clear(page.cleared, None, [*page_outputs, query_copy], **private)
-        live.stream(page.live_frame, [live, live_state], [live_state, live_match],
+        photo.clear(page.cleared, None, photo_outputs, **private)
+        live.stream(live_search.live_frame, [live, live_state], [live_state, live_match],
                     stream_every=LIVE_EVERY, time_limit=LIVE_MINUTES * 60, concurrency_limit=LIVE_VIEWERS,
                     concurrency_id="live", show_progress="hidden", **live_only)
-        live_tab.select(page.live_opened, None, None, show_progress="hidden", **private)  # loads the live model
-        live_match.change(page.live_results, [live_match, live_state, *controls], page_outputs,
+        live_tab.select(live_search.live_opened, None, None, show_progress="hidden", **private)  # loads the model
+        live_match.change(live_search.live_results, [live_match, live_state, *controls], page_outputs,
                           concurrency_limit=LIVE_VIEWERS, show_progress="hidden", **live_only)
-        gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [current, vector, *controls],
+        gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [product_id, query, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
-        gallery.select(page.clicked, [shown, why, *controls], page_outputs, trigger_mode="always_last", **private)
-        gallery.select(page.why_clicked, [why, shown, current, vector, query_copy],
-                       [why_panel, why_text, *why_images, why_details], trigger_mode="always_last", **private)
+        gallery.select(page.clicked, [shown_ids, why, *controls], page_outputs, trigger_mode="always_last",
+                       **private)
+        gallery.select(page.why_clicked, [why, shown_ids, product_id, query, query_copy], why_outputs,
+                       trigger_mode="always_last", **private)
         example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last",
                                **private).then(None, js=RESULTS_INTO_VIEW)
         demo.load(page.opened, controls, page_outputs, **private)
 
         def index_at_page_load():  # a page opened after a new index came in: that index's size, filters, examples
-            current = page.recommender
-            return header(current), examples(page), *(gr.Dropdown([ANY, *current.filter_choices(name)])
-                                                       for name in current.filters)
+            index = page.indexes.current
+            return header(index), examples(index), *(gr.Dropdown([ANY, *index.filter_choices(name)])
+                                                     for name in index.filters)
 
         demo.load(index_at_page_load, None, [title, example_gallery, *filters], **private)
-        # the API's filter parameters are named after the index's filter columns (recommender/page.py)
+        # the API's filter parameters are named after the index's filter columns (recommender/serve/page.py)
         api_image.change(api_endpoint(page.recommend, recommender), [api_image, *controls], [gallery, details],
                          api_name="recommend", **model)
         api_id.change(api_endpoint(page.similar, recommender), [api_id, *controls], [gallery, details],
                       api_name="similar", **model)
-        api_product.change(page.explain, [api_image, api_id, api_product], [*why_images, why_details],
+        api_product.change(page.explain, [api_image, api_id, api_product],
+                           [why_outputs.query_overlay, why_outputs.product_overlay, why_outputs.details],
                            api_name="explain", **model)
+        api_refine.click(api_endpoint(page.refine, recommender), [api_image, api_id, api_like, api_unlike, *controls],
+                         [gallery, details], api_name="refine", **model)
     return demo
 
 
 def main() -> None:
-    index_dir = Path(os.environ.get("INDEX_DIR", "index"))
-    weights = os.environ.get("WEIGHTS")  # unset: whatever the index was built with
+    index_dir = Path(ENV.index_dir)
+    weights = ENV.weights  # unset: whatever the index was built with
     settings = Settings(weights=weights or Settings.weights)
     try:
-        how = ensure_index(index_dir, os.environ.get("INDEX_REPO"), os.environ.get("DATASET", DEFAULT_DATASET),
-                           build_limit(os.environ.get("BUILD_LIMIT", "2000")), settings)
+        how = ensure_index(index_dir, ENV.index_repo, ENV.dataset or DEFAULT_DATASET, build_limit(ENV.build_limit),
+                           settings)
         indexes = IndexHolder(index_dir, weights=weights)  # holds the index's generation; follows rebuilds
         recommender = indexes.current
     except (IndexUnusable, CatalogUnavailable, WeightsUnavailable, BuildFailed) as error:
@@ -208,8 +223,8 @@ def main() -> None:
     photos = query_photos(recommender)
     demo = build_demo(indexes, photos)
     indexes.watch()
-    if os.environ.get("INDEX_REPO"):  # a new revision is downloaded as a new generation, which `indexes` serves
-        follow_repo(os.environ["INDEX_REPO"], index_dir, downloaded_now=how == "downloaded")
+    if ENV.index_repo:  # a new revision is downloaded as a new generation, which `indexes` serves
+        follow_repo(ENV.index_repo, index_dir, downloaded_now=how == "downloaded")
     # api_open=False: /gradio_api/run/... would skip the queue, and with it every limit below
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE, api_open=False)
     # TensorFlow, Gradio and the index leave ~500k long-lived objects: a full collection, which Python runs every
@@ -219,7 +234,7 @@ def main() -> None:
     gc.freeze()
     limit_events_per_client(demo._queue, proxy_hops())
     serve_clients_in_turn(demo._queue, proxy_hops(), "model")
-    # Uploads go to memory, never to disk (recommender/photos.py); run_history=False: Gradio would otherwise save
+    # Uploads go to memory, never to disk (recommender/serve/photos.py); run_history=False: Gradio would otherwise save
     # every run, query photo included, in the browser.
     delete_mcp_copies(photos)
     refuse_server_paths_clearly()

@@ -1,5 +1,5 @@
 """ResNet50 image embeddings: (n, size, size, 3) uint8 in, (n, 2048) float32 L2-normalised vectors out, and with
-them the grid cell each of the 2048 values was pooled from (what recommender.explain splits a similarity over)."""
+them the grid cell each of the 2048 values was pooled from (what recommender.serve.explain splits a similarity over)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .images import fit_square, to_rgb
-from .index import sha256
+from recommender.config import Settings
+from recommender.images import fit_square, to_rgb
+from recommender.index import sha256
 
 __all__ = ["DIMS", "Embedder", "WeightsUnavailable", "fold_batch_norm", "max_pool_with_cells", "probe_image"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from bench_helpers import ask, p50_p95, percentiles, timed
 
-from recommender.explain import Explainer, query_embedder, query_picture
+from recommender.serve.explain import Explainer, query_embedder, query_picture
 from recommender.index import IndexFiles, read_manifest
-from recommender.search import Recommender
+from recommender.serve.search import Recommender
 
 TARGET_MS = 30  # the issue's: an explanation costs no model call when the query's vector and cells are known
 MAX_GROWTH = 3 * 1024  # bytes a product: cells.npy may add at most 3 KB

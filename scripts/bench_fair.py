@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from bench_helpers import ROOT, p50_p95, percentiles  # first: one BLAS thread, as in the app
 
-from recommender.clients import REFUSAL_SECONDS  # noqa: E402
+from recommender.serve.clients import REFUSAL_SECONDS  # noqa: E402
 from visitors import client, new_photo, rest_recommend  # noqa: E402
 
 SEARCHES = 20  # the measured visitor's searches, idle and under each flood

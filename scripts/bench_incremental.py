@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from bench_helpers import timed
 
-from recommender.build import _previous_index, build_index, write_index
-from recommender.catalog import load_catalog
+from recommender.pipeline.build import _previous_index, build_index, write_index
+from recommender.pipeline.catalog import load_catalog
 from recommender.config import Settings
 from recommender.embedder import DIMS, Embedder
 from recommender.index import IndexFiles

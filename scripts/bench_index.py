@@ -15,11 +15,11 @@ import tempfile
 import numpy as np
 from bench_helpers import BLAS_DEFAULT, Report, p50_p95, percentiles, timed
 
-from recommender.build import write_index
+from recommender.pipeline.build import write_index
 from recommender.config import Settings
 from recommender.embedder import DIMS
 from recommender.index import IndexFiles, VectorIndex, read_manifest
-from recommender.search import Recommender
+from recommender.serve.search import Recommender
 from synthetic_catalog import resnet_like_features
 
 LEGACY = {"coarse_dims": 2048, "search_k": 50_000}  # the index before PCA: Annoy over all 2048 dimensions

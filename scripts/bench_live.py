@@ -40,7 +40,9 @@ def bench_live(bench, app, client) -> None:
         return report.add(section, "live viewers", "not measured: needs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
-    queries = 3 * bench.size["queries"]  # p95 of 150 (quick) or 300 photos: of 40 it was a run-to-run lottery
+    # photos searched in each of 5 conditions: p95 of 300 in the full run (of 40 it was a run-to-run lottery); the quick
+    # run's 50 feed only its reported ratios, not its checked target (every viewer updated)
+    queries = bench.size["live_queries"]
     idle_cpu = CpuClock(app.process.pid)
     idle_ms = [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]
     idle_cpu = idle_cpu.shares()
@@ -108,12 +110,12 @@ def bench_live(bench, app, client) -> None:
 
 
 def photos_beside_the_live_model_at_full_load(bench, client, queries: int) -> tuple[list[float], float]:
-    """Photo searches' milliseconds while a live model (recommender/live_model.py: the index's embedder in its own
+    """Photo searches' milliseconds while a live model (recommender/serve/live_model.py: the index's embedder in its own
     process at the lowest priority) embeds frames without pause, and its forwards a second: what the live model costs
     a photo search at most, apart from the browsers and the frames' handling."""
     import threading
 
-    from recommender.live_model import LiveModel
+    from recommender.serve.live_model import LiveModel
 
     frame = io.BytesIO()
     Image.fromarray(frame_showing(many_products(1, seed=98)[0]["image"])).save(frame, format="JPEG")
@@ -195,7 +197,7 @@ def serve_trivial_stream() -> None:
     """The page start_viewer expects (a Live tab, #live camera, #status), whose stream only counts frames."""
     import gradio as gr
 
-    from recommender.page import live_camera
+    from recommender.serve.gradio_patches import live_camera
 
     with gr.Blocks() as demo:
         with gr.Tab("Live"):

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from bench_helpers import p50_p95, percentiles, timed
 
-from recommender.build import build_index
-from recommender.catalog import load_catalog
+from recommender.pipeline.build import build_index
+from recommender.pipeline.catalog import load_catalog
 from recommender.config import Settings
 from recommender.index import IndexFiles
-from recommender.search import Recommender
+from recommender.serve.search import Recommender
 from synthetic_catalog import many_products, write_parquet
 
 SECTION = "Embedding throughput"

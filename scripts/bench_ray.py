@@ -25,10 +25,10 @@ def bench_ray(bench) -> None:
     import numpy as np
 
     from bench_model import top10_agreement
-    from recommender.build import build_index
-    from recommender.catalog import load_catalog
+    from recommender.pipeline.build import build_index
+    from recommender.pipeline.catalog import load_catalog
     from recommender.config import Settings
-    from recommender.ray_engine import RayEngine
+    from recommender.pipeline.ray_engine import RayEngine
     from synthetic_catalog import many_products, write_parquet
 
     report, cpus = bench.report, os.cpu_count() or 1

@@ -29,10 +29,10 @@ from bench_helpers import Photos, Report, p50_p95, percentiles, timed  # first: 
 import numpy as np  # noqa: E402
 
 from app_process import RunningApp  # noqa: E402
-from recommender.catalog import METADATA_FIELDS  # noqa: E402
+from recommender.columns import METADATA_FIELDS  # noqa: E402
 from recommender.config import Settings  # noqa: E402
 from recommender.index import FORMAT_VERSION, IndexFiles, VectorIndex, read_manifest, swap_into_place  # noqa: E402
-from recommender.search import Recommender  # noqa: E402
+from recommender.serve.search import Recommender  # noqa: E402
 
 SIZES = (44_000, 250_000, 1_000_000)  # the catalog today, a large shop, the issue's million
 QUERIES = 100  # fresh draws of the generator, not catalog rows
@@ -179,9 +179,10 @@ def bench_million(bench) -> None:
 
 
 def side_by_side(indexes: dict, photos: list[str], report: Report) -> dict:
-    """{count: {kind: milliseconds}} of `photos` (after the first WARM) through gradio_client, every size's app running at once and each
-    photo sent to every app in turn (the first app rotating): sizes measured one after another differed by more
-    than the 20 ms to be compared (a busy machine's minutes apart), and 10 photos a kind gave a p95 of one photo."""
+    """{count: {kind: milliseconds}} of `photos` (after the first WARM) through gradio_client, every size's app
+    running at once and each photo sent to every app in turn (the first app rotating): sizes measured one after
+    another differed by more than the 20 ms to be compared (a busy machine's minutes apart), and 10 photos a kind
+    gave a p95 of one photo."""
     from contextlib import ExitStack
 
     from gradio_client import Client, handle_file
@@ -280,7 +281,7 @@ def bench_photo_search(count: int, searcher: Recommender, photos: list[str], rep
     passes = []
     scan = index._scan_rows
 
-    def counted_scan(*args):  # the loose-bounds fallback (recommender/index.py)
+    def counted_scan(*args):  # the loose-bounds fallback (recommender/index/)
         passes.append(1)
         return scan(*args)
 
@@ -294,8 +295,8 @@ def bench_photo_search(count: int, searcher: Recommender, photos: list[str], rep
             passes.clear()
             searched[kind] = [timed(searcher.nearest, vector, 8, rows)[1] for vector in vectors]
             report.add(SECTION, f"{count:,} products: {kind}, the search alone for the photos sent through the app, "
-                       f"in process ({len(passes)}/{len(vectors)} with more than 4,096 rows within reach, ranked by dot "
-                       "products first: loose bounds)",
+                       f"in process ({len(passes)}/{len(vectors)} with more than 4,096 rows within reach, ranked by "
+                       "dot products first: loose bounds)",
                        p50_p95(searched[kind]))
     finally:
         index._scan_rows = scan
@@ -328,6 +329,7 @@ def bench_search(count: int, target: Path, queries: np.ndarray, report: Report, 
                f"{recall:.3f}", p50_p95(milliseconds))
     report.target(f"unfiltered p50 at {count:,}", f"{p50:.1f} ms", "<= 10 ms", p50 <= 10)
     report.target(f"unfiltered recall@10 at {count:,}", f"{recall:.3f}", ">= 0.97", recall >= 0.97, gate=True)
+    bench_refine(count, searcher, queries, report, section)
     for name, filters, wanted in (("50%", {"gender": "Men"}, 100), ("1%", {"article_type": "Type 7"}, 10)):
         rows = searcher.matching_rows(filters)
         same, milliseconds = filtered_against_brute_force(searcher, queries, rows)
@@ -347,6 +349,24 @@ def bench_search(count: int, target: Path, queries: np.ndarray, report: Report, 
     report.target(f"filtered results exact for queries unlike the catalog at {count:,}",
                   f"{same}/{len(unlike)} the same top 10", "all", same == len(unlike), gate=True)
     return searcher
+
+
+REFINE_WANTED = {44_000: 10, 1_000_000: 30}  # ms, p50 of a refinement in process (issue 24)
+
+
+def bench_refine(count: int, searcher: Recommender, queries: np.ndarray, report: Report, section: str) -> None:
+    """Steering by example as a visitor does it: the query's top 10 shown, 3 of them liked and 5 unliked, then the
+    refined search (Recommender.refine: the marked rows read, Rocchio, the ANN search, the unliked left out)."""
+    milliseconds = []
+    for query in queries:
+        shown = [result.id for result in searcher.nearest(query, 10)]
+        milliseconds.append(timed(lambda: searcher.refine(query, like=shown[:3], unlike=shown[3:8], k=8))[1])
+    p50 = percentiles(milliseconds)[0]
+    report.add(section, f"{count:,} products: a refinement (3 liked, 5 unliked of the query's top 10), in process",
+               p50_p95(milliseconds))
+    if count in REFINE_WANTED:
+        report.target(f"refinement p50 at {count:,}", f"{p50:.1f} ms", f"<= {REFINE_WANTED[count]} ms",
+                      p50 <= REFINE_WANTED[count])
 
 
 def filtered_against_brute_force(searcher: Recommender, queries: np.ndarray, rows: np.ndarray) -> tuple[int, list]:
@@ -389,8 +409,9 @@ if __name__ == "__main__":
     args = parser.parse_args()
     report = Report("")
     folder = Path(args.photos or Path(args.work) / "photos")
-    photos = sorted(map(str, folder.glob("*.jpg")), key=lambda path: int(Path(path).stem))[:SIDE_BY_SIDE * len(KINDS) + WARM]
-    photos = photos or Photos(folder).take(SIDE_BY_SIDE * len(KINDS) + WARM)
+    wanted = SIDE_BY_SIDE * len(KINDS) + WARM
+    photos = sorted(map(str, folder.glob("*.jpg")), key=lambda path: int(Path(path).stem))[:wanted]
+    photos = photos or Photos(folder).take(wanted)
     searched = bench_scale_size(args.count, Path(args.work) / str(args.count), photos, report)
     print(json.dumps({**report.as_dict(), "search_ms": searched}))  # the last line: bench.py --scale reads it
     sys.exit(0)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from recommender.build import BuildFailed, build_index  # noqa: E402
-from recommender.catalog import CatalogUnavailable, Columns, load_catalog  # noqa: E402
+from recommender.pipeline.build import BuildFailed, build_index  # noqa: E402
+from recommender.columns import CatalogUnavailable, Columns  # noqa: E402
+from recommender.pipeline.catalog import load_catalog
 from recommender.config import DEFAULT_DATASET, Settings  # noqa: E402
 from recommender.embedder import WeightsUnavailable  # noqa: E402
 
@@ -97,7 +98,7 @@ def _engine(args, catalog):
         import ray  # noqa: F401  (checked here, imported for real only by the engine)
     except ImportError:
         raise BuildFailed("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
-    from recommender.ray_engine import RayEngine
+    from recommender.pipeline.ray_engine import RayEngine
 
     engine = RayEngine(workers=args.workers, worker_cpus=args.worker_cpus)
     engine.check(catalog)  # before the model loads: a catalog Ray cannot split is refused at once

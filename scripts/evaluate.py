@@ -2,6 +2,7 @@
 
     python scripts/evaluate.py --index index                                     # every product as the query
     python scripts/evaluate.py --index index --queries 2000 --json quality.json  # a seeded sample of 2,000
+    python scripts/evaluate.py --index index --queries 500 --feedback 3          # steering by example, 3 rounds
 
 Each product in turn is the query; its neighbours are all other products ranked by exact euclidean distance
 between stored vectors (ties: lower row first), leaving out the query and its copies (rows within SAME_IMAGE of
@@ -9,7 +10,12 @@ its vector: the same picture under another id). A neighbour is relevant for a fi
 colour = baseColour, gender) when its label equals the query's; R is the number of relevant products in the
 catalog, query and copies left out. Per field, a query counts unless its label is missing or R = 0.
 precision@K = relevant share of the top K; AP@10 = sum over k <= 10 of precision@k * rel_k / min(10, R); both
-are averaged over the counted queries (mAP@10)."""
+are averaged over the counted queries (mAP@10).
+
+--feedback ROUNDS simulates a visitor who steers by example (recommender/serve/feedback.py): for each field apart,
+they like the top 10's products sharing the query's label and unlike the others; the query's vector is refined from
+every mark so far, the unliked products leave the results, and the new top 10 is scored as above; round 0 is the
+plain search. What the visitor sees is scored, so liked products still count in later rounds."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from recommender.index import SAME_IMAGE, IndexFiles, IndexUnusable, read_manifest
+from recommender.serve.feedback import METHODS, RIDGE, ROCCHIO, refined_query
 
 FIELDS = {"articleType": "articleType", "subCategory": "subCategory", "colour": "baseColour", "gender": "gender"}
 KS = (1, 5, 10)  # precision@K; AP is at the largest
@@ -66,6 +73,62 @@ def evaluate(vectors: np.ndarray, labels: dict[str, list], queries: np.ndarray |
         fields[name] = {"queries": counted[name], **{f"precision@{k}": _plain(m) for k, m in zip(KS, means)},
                         f"mAP@{depth}": _plain(means[-1])}
     return {"products": n, "queries": len(queries), "fields": fields}
+
+
+def evaluate_feedback(vectors: np.ndarray, labels: dict[str, list], rounds: int, queries: np.ndarray | None = None,
+                      method: str = "rocchio", weights: tuple = ROCCHIO, ridge: float = RIDGE,
+                      progress: bool = False) -> dict:
+    """P@10 and mAP@10 for each field of `labels` and each round 0..`rounds` of simulated feedback (the module's
+    docstring); {"products", "queries", "method", "weights", "fields": {name: [{"queries", "precision@10",
+    "mAP@10"} per round]}}."""
+    n, depth = len(vectors), max(KS)
+    vectors = np.asarray(vectors, np.float32)
+    queries = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
+    codes = {name: _codes(values) for name, values in labels.items()}
+    totals = {name: np.bincount(c[c >= 0], minlength=c.max(initial=-1) + 1) for name, c in codes.items()}
+    sums = {name: np.zeros((rounds + 1, 2)) for name in labels}
+    counted = dict.fromkeys(labels, 0)
+    for query in tqdm(queries, unit="query", disable=not progress, file=sys.stderr):
+        own = vectors @ vectors[query]
+        copies = np.flatnonzero(own > 1 - TOLERANCE)  # candidates; the exact distance decides
+        copies = copies[np.linalg.norm(vectors[copies] - vectors[query], axis=1) < SAME_IMAGE]
+        for name, c in codes.items():
+            label = c[query]
+            relevant = totals[name][label] - np.count_nonzero(c[copies] == label) if label >= 0 else 0
+            if relevant == 0:
+                continue
+            counted[name] += 1
+            liked, unliked = [], []
+            top = _top(own, copies, depth)  # round 0: the plain search
+            for round_number in range(rounds + 1):
+                if round_number:  # the visitor marks what they see, and the query moves
+                    top_relevant = c[top] == label
+                    liked += top[top_relevant].tolist()
+                    unliked += top[~top_relevant].tolist()
+                    similarity = vectors @ refined_query(vectors[query], vectors[liked], vectors[unliked], method,
+                                                         weights, ridge)
+                    top = _top(similarity, np.concatenate([copies, unliked]).astype(np.int64), depth)
+                hits = np.zeros(depth)
+                hits[:len(top)] = c[top] == label
+                precision = np.cumsum(hits) / np.arange(1, depth + 1)
+                sums[name][round_number] += [precision[-1], np.sum(precision * hits) / min(depth, relevant)]
+    fields = {name: [{"queries": counted[name], "precision@10": _plain(p / counted[name]) if counted[name] else None,
+                      "mAP@10": _plain(ap / counted[name]) if counted[name] else None}
+                     for p, ap in sums[name]] for name in labels}
+    return {"products": n, "queries": len(queries), "method": method,
+            "weights": list(weights) if method == "rocchio" else None, "ridge": ridge if method == "linear" else None,
+            "fields": fields}
+
+
+def _top(similarity: np.ndarray, excluded: np.ndarray, depth: int) -> np.ndarray:
+    """The `depth` rows of largest similarity (unit vectors: smallest distance), ties by lower row, none excluded."""
+    similarity = similarity.astype(np.float64)
+    similarity[excluded] = -np.inf
+    wanted = min(depth, len(similarity) - len(np.unique(excluded)))
+    candidates = np.argpartition(-similarity, wanted - 1)[:wanted] if wanted < len(similarity) else \
+        np.arange(len(similarity))
+    order = np.lexsort((candidates, -similarity[candidates]))
+    return candidates[order][:wanted]
 
 
 def _neighbours(vectors, query: int, similarity: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,15 +180,39 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def feedback_table(result: dict) -> str:
+    lines = ["  ".join(f"{h:>12}" for h in ("field", "round", "queries", "P@10", "mAP@10"))]
+    for name, per_round in result["fields"].items():
+        for number, figures in enumerate(per_round):
+            values = [figures["precision@10"], figures["mAP@10"]]
+            lines.append("  ".join([f"{name:>12}", f"{number:>12}", f"{figures['queries']:>12}",
+                                    *(f"{'-' if v is None else f'{v:.3f}':>12}" for v in values)]))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", default="index", help="index folder built by scripts/build_index.py")
     parser.add_argument("--queries", type=int, default=None, help="a random sample of N products as queries")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --queries sample")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--feedback", type=int, default=None, metavar="ROUNDS",
+                        help="simulate steering by example for 1 to 3 rounds, per field (articleType, colour)")
+    parser.add_argument("--method", choices=METHODS, default="rocchio", help="how --feedback refines the query")
+    parser.add_argument("--ridge", type=float, default=RIDGE, help="--method linear's regularisation")
+    parser.add_argument("--weights", default=None, help="Rocchio's query,liked,unliked weights, e.g. 1,0.75,0.15 "
+                        f"(default {','.join(map(str, ROCCHIO))})")
     args = parser.parse_args(argv)
     if args.queries is not None and args.queries < 1:
         parser.error("--queries must be at least 1")
+    if args.feedback is not None and not 1 <= args.feedback <= 3:
+        parser.error("--feedback takes 1 to 3 rounds")
+    try:
+        weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else ROCCHIO
+    except ValueError:
+        weights = ()
+    if len(weights) != 3:
+        parser.error("--weights takes three numbers: the query's, the liked products', the unliked products'")
     try:
         vectors, labels = load(Path(args.index))
     except IndexUnusable as error:
@@ -134,9 +221,17 @@ def main(argv=None) -> int:
     queries = None
     if args.queries is not None and args.queries < len(vectors):
         queries = np.sort(np.random.default_rng(args.seed).choice(len(vectors), args.queries, replace=False))
-    result = {"index": str(args.index), **evaluate(vectors, labels, queries, progress=True)}
-    print(f"{result['queries']} queries over {result['products']} products in {args.index}")
-    print(table(result))
+    if args.feedback is not None:
+        steered = {name: labels[name] for name in ("articleType", "colour")}
+        result = {"index": str(args.index), **evaluate_feedback(vectors, steered, args.feedback, queries, args.method,
+                                                                weights, args.ridge, progress=True)}
+        print(f"{result['queries']} queries over {result['products']} products in {args.index}, {args.method}"
+              + (f" {tuple(weights)}" if args.method == "rocchio" else f", ridge {args.ridge}"))
+        print(feedback_table(result))
+    else:
+        result = {"index": str(args.index), **evaluate(vectors, labels, queries, progress=True)}
+        print(f"{result['queries']} queries over {result['products']} products in {args.index}")
+        print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

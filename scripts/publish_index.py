@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from recommender.index import IndexUnusable, read_manifest  # noqa: E402
-from recommender.publish import PublishFailed, hub_limits, pack, publish  # noqa: E402
+from recommender.pipeline.publish import PublishFailed, hub_limits, pack, publish  # noqa: E402
 
 
 def main(argv=None) -> int:

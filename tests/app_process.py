@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 # Many visitors from one machine, as behind the Spaces proxy: the app trusts one proxy hop, and each simulated
-# visitor names its own address in X-Forwarded-For (recommender/clients.py counts requests per address).
+# visitor names its own address in X-Forwarded-For (recommender/serve/clients.py counts requests per address).
 BEHIND_A_PROXY = {"TRUSTED_PROXY_HOPS": "1"}
 
 

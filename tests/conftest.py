@@ -1,4 +1,6 @@
-"""Shared fixtures: a synthetic catalog, indexes built by the real build script, and the real app on a free port."""
+"""Shared fixtures: a synthetic catalog, indexes built by the real build script (or in-process with a numpy stand-in
+for the model), and the real app on a free port. Tests marked `fast` (python -m pytest -m fast) may use no fixture that
+loads the model, builds in a subprocess or starts an app: SLOW_FIXTURES, checked at collection."""
 
 from __future__ import annotations
 
@@ -15,9 +17,32 @@ import pytest
 
 import synthetic_catalog
 from app_process import BEHIND_A_PROXY, QUIET_ENV, ROOT, RunningApp
+from stand_in_embedder import StandInEmbedder, stand_in_settings
 
 IMAGE_SIZE = 64  # small and fast; the architecture and code paths are the ones of 224
 MANY_BATCH = 4  # batch size of many_index, and of test_interrupted_build's builds that must end up identical to it
+
+
+# Fixtures that load the model, run the build script or start an app (conftest's and the test modules' own): a test
+# marked `fast` that asks for one of them is refused at collection, so the fast tier stays fast.
+SLOW_FIXTURES = {"built_index", "recommender", "many_index", "many_recommender", "app", "client", "browser",
+                 "open_page", "served", "index_224", "searcher", "app_224", "client_224", "fair_app", "hostile_app",
+                 "photo_app", "photo_client", "left_nowhere", "small_queue_app", "state_app", "shop", "live_model",
+                 "bad_build", "ray_address", "split_catalog"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("fast") and (slow := _slow_fixtures(item)):
+            raise pytest.UsageError(f"{item.nodeid} is marked fast but uses {', '.join(slow)}: drop the marker, or "
+                                    "use a stand_in_* fixture where the model is not the subject")
+
+
+def _slow_fixtures(item) -> list[str]:
+    """The SLOW_FIXTURES `item` uses, but for those its module overrides (test_search_features.py's recommender is
+    the stand-in's)."""
+    definitions = item._fixtureinfo.name2fixturedefs  # name -> its definitions, the one used last
+    return sorted(name for name in SLOW_FIXTURES & set(item.fixturenames) if len(definitions.get(name, ())) < 2)
 
 
 class RefusingProxy(socketserver.ThreadingTCPServer):
@@ -55,6 +80,29 @@ def offline():
     proxy.server_close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_model_per_settings():
+    """In this process, Recommender.load and build_index make one Embedder per Settings and reuse it: a ResNet50 is
+    built, folded and traced once (seconds each) instead of in every test that loads an index. An Embedder holds no
+    state between calls; what each test checks of a load (the manifest's identity, the probe vector) still runs.
+    Apps and build scripts are processes of their own and load their model as a user's do."""
+    import recommender.pipeline.build as build
+    import recommender.serve.search as search
+    from recommender.embedder import Embedder
+
+    made = {}
+
+    def embedder(settings):
+        if settings not in made:
+            made[settings] = Embedder(settings)
+        return made[settings]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "Embedder", embedder)
+        patch.setattr(build, "Embedder", embedder, raising=False)  # wherever the build makes its embedder
+        yield made
+
+
 def run_build(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """scripts/build_index.py as a user runs it."""
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "build_index.py"), *args], cwd=ROOT,
@@ -89,7 +137,7 @@ def built_index(tmp_path_factory, catalog_parquet):
 
 @pytest.fixture(scope="session")
 def recommender(built_index):
-    from recommender.search import Recommender
+    from recommender.serve.search import Recommender
 
     return Recommender.load(built_index[0])
 
@@ -118,9 +166,30 @@ def many_index(many_catalog, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def many_recommender(many_index):
-    from recommender.search import Recommender
+    from recommender.serve.search import Recommender
 
     return Recommender.load(many_index)
+
+
+@pytest.fixture(scope="session")
+def stand_in_index(tmp_path_factory, catalog_parquet) -> Path:
+    """The parquet catalog (36 products, a corrupt row, a copy) indexed in-process by the real build pipeline with
+    StandInEmbedder for the model: the same files, manifest and checks as built_index's, in about a second."""
+    from recommender.pipeline.build import build_index
+    from recommender.pipeline.catalog import load_catalog
+
+    out = tmp_path_factory.mktemp("stand-in") / "index"
+    build_index(load_catalog(str(catalog_parquet)), stand_in_settings(), out, batch_size=8,
+                embedder=StandInEmbedder(), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def stand_in_recommender(stand_in_index):
+    """Recommender.load of stand_in_index with the stand-in embedder: real search, filters and items, no model."""
+    from recommender.serve.search import Recommender
+
+    return Recommender.load(stand_in_index, embedder=StandInEmbedder())
 
 
 @pytest.fixture(scope="session")

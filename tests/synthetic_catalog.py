@@ -155,6 +155,39 @@ def many_products(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+PALETTE = {"Red": (200, 30, 40), "Blue": (30, 60, 190), "Green": (30, 150, 60), "Yellow": (230, 200, 30),
+           "Black": (30, 30, 30), "Pink": (230, 120, 170), "Brown": (120, 70, 30), "Grey": (140, 140, 140)}
+
+
+def labelled_products(n: int, seed: int = 0) -> list[dict]:
+    """`n` rows whose article type and colour are what the picture shows (a shape per type, a colour of PALETTE
+    varied a little, plain or striped, at random sizes and places on the white): a catalog on which retrieval by
+    article type and by colour can be measured, as the real catalog's labels can."""
+    rng = np.random.default_rng(seed)
+    types, colours = list(ARTICLE_TYPES), list(PALETTE)
+    rows = []
+    for number in range(n):
+        article_type, colour = types[int(rng.integers(len(types)))], colours[int(rng.integers(len(colours)))]
+        shade = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in PALETTE[colour])
+        image = Image.new("RGB", (WIDTH, HEIGHT), (255, 255, 255))
+        ARTICLE_TYPES[article_type][2](ImageDraw.Draw(image), shade)
+        if rng.random() < 0.5:  # light stripes across the product only
+            pixels = np.array(image)
+            product = (pixels == shade).all(axis=-1) & (np.arange(HEIGHT) % 12 < 3)[:, None]
+            pixels[product] = 245
+            image = Image.fromarray(pixels)
+        scale = rng.uniform(0.7, 1.0)  # the product smaller and off-centre on a canvas of the same size
+        small = image.resize((int(WIDTH * scale), int(HEIGHT * scale)))
+        canvas = Image.new("RGB", (WIDTH, HEIGHT), (255, 255, 255))
+        canvas.paste(small, (int(rng.integers(0, WIDTH - small.width + 1)), int(rng.integers(0, HEIGHT - small.height + 1))))
+        master, sub, _ = ARTICLE_TYPES[article_type]
+        rows.append({"id": 20000 + number, "gender": ("Men", "Women")[number % 2], "masterCategory": master,
+                     "subCategory": sub, "articleType": article_type, "baseColour": colour, "season": None,
+                     "year": None, "usage": None, "productDisplayName": f"{colour} {article_type} {number}",
+                     "image": canvas})
+    return rows
+
+
 SHOP_COLUMNS = ["SKU", "Photo file", "Title", "url", "Price", "Category", "Main colour", "notes"]
 
 

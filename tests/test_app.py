@@ -155,14 +155,15 @@ def test_first_start_builds_a_small_index_serves_it_and_leaves_git_status_clean(
     assert status == "", f"the first start changed the checkout:\n{status}"
 
 
-def test_prebuilt_index_download_is_checked_and_swapped_in(built_index, tmp_path, monkeypatch):
+@pytest.mark.fast
+def test_prebuilt_index_download_is_checked_and_swapped_in(stand_in_index, tmp_path, monkeypatch):
     """INDEX_REPO's code path with the Hub replaced by a local copy (this machine cannot reach the Hub)."""
     import huggingface_hub
 
-    from recommender.provision import IndexUnusable, download_index
+    from recommender.serve.provision import IndexUnusable, download_index
 
     def fake_snapshot_download(repo_id, repo_type, revision, local_dir):
-        shutil.copytree(built_index[0], local_dir)
+        shutil.copytree(stand_in_index, local_dir)
         (local_dir / ".cache").mkdir()
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
@@ -222,7 +223,7 @@ def call_mcp(app, *calls: tuple[str, dict]):
 def test_mcp_tools_are_the_search_endpoints_with_described_parameters(app, catalog_rows):
     tools, [answer] = call_mcp(app, ("similar", {"id": str(catalog_rows[3]["id"]), "k": 2}))
     by_name = {tool.name: tool for tool in tools}
-    assert set(by_name) == {"recommend", "similar", "explain"}  # the page's own events are not tools
+    assert set(by_name) == {"recommend", "similar", "explain", "refine"}  # the page's own events are not tools
     for tool in tools:
         properties = tool.inputSchema["properties"]
         if tool.name != "explain":
@@ -293,13 +294,14 @@ def test_uploads_over_the_limit_are_refused(client, query_file, tmp_path):
     assert len(results) == 3
 
 
-def test_gradio_queue_keeps_a_short_event_log_and_summarises_it_rarely(recommender):
+@pytest.mark.fast
+def test_gradio_queue_keeps_a_short_event_log_and_summarises_it_rarely(stand_in_recommender):
     """By default Gradio's queue summarises its last 10,000 events with pandas after every event, for a monitoring
     page this app does not enable: CPU taken from each query and memory that grows with the event count. app.py's
     settings must reach the queue (a Gradio upgrade that renames them fails here)."""
     import app
 
-    demo = app.build_demo(recommender)
+    demo = app.build_demo(stand_in_recommender)
     demo.queue()
     assert demo._queue.ANALYTICS_MAX_EVENTS == 1000
     assert demo._queue.ANAYLTICS_CACHE_FREQUENCY == 1000  # sic: Gradio's spelling

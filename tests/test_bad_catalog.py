@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import IMAGE_SIZE, run_build
-from recommender.search import Recommender
+from recommender.serve.search import Recommender
 from synthetic_catalog import product_image, write_parquet
 
 

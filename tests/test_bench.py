@@ -4,7 +4,11 @@ import importlib
 import sys
 import tempfile
 
+import pytest
+
 from app_process import ROOT
+
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
 
 
 def test_a_quick_run_never_overwrites_the_published_report(tmp_path, monkeypatch, capsys):

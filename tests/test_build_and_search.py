@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from conftest import IMAGE_SIZE, run_build
 from recommender.index import IndexUnusable
-from recommender.search import Recommender
+from recommender.serve.search import Recommender
 
 
 def jpeg(image: Image.Image) -> bytes:

@@ -15,12 +15,14 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 WAIT = 60_000  # ms; the first query of a fresh app traces the model
 
 
-@pytest.fixture
-def served(built_index, tmp_path):
-    """The app in its own process with its own Gradio temp folder, so that what a test leaves there is its own."""
-    running = RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")},
-                         tmp_path / "app.log").wait_until_ready()
-    running.temp_dir = tmp_path / "gradio"
+@pytest.fixture(scope="module")
+def served(built_index, tmp_path_factory):
+    """The app in its own process with its own Gradio temp folder, so that what this file's tests leave there is
+    theirs (each checks that it is empty); the last test stops it and checks again."""
+    folder = tmp_path_factory.mktemp("camera")
+    running = RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio")},
+                         folder / "app.log").wait_until_ready()
+    running.temp_dir = folder / "gradio"
     try:
         yield running
     finally:
@@ -73,35 +75,6 @@ def snapshot(page):
     page.locator("#photo button.snap").click()
 
 
-def test_a_webcam_snapshot_finds_the_product_and_leaves_no_photo(served, catalog_rows, tmp_path):
-    """A 1920x1080 camera, as a laptop's or a phone's: the snapshot is scaled in the browser, so the page sends
-    under 1 MB for it; the product is found; nothing is kept."""
-    from playwright.sync_api import sync_playwright
-
-    from page_traffic import SENT_BYTES, sent_bytes
-
-    product = catalog_rows[30]
-    video = write_y4m(tmp_path / "camera.y4m", [frame_showing(product["image"], 1920, 1080)] * 5)
-    with sync_playwright() as playwright:
-        browser, page, wait_for_quiet = camera_page(served, video, playwright, init_script=SENT_BYTES)
-        before = sent_bytes(page)
-        snapshot(page)
-        wait_for_top_result(page, product["productDisplayName"])
-        assert page.locator("#results .thumbnail-item").count() == 8
-        sent = sent_bytes(page) - before
-        assert sent <= 1_000_000, f"the page sent {sent:,} bytes for one snapshot"
-        assert page.evaluate("[document.querySelector('#photo canvas.photo').width,"
-                             " document.querySelector('#photo canvas.photo').height]") == [1920, 1080]
-        wait_for_quiet()
-        assert files_in(served.temp_dir) == []
-        page.wait_for_timeout(5000)  # anything the page still sends late
-        wait_for_quiet()
-        assert files_in(served.temp_dir) == []
-        browser.close()
-    served.stop()
-    assert files_in(served.temp_dir) == []
-
-
 def test_the_snapshot_is_the_cameras_true_picture(served, tmp_path):
     """Gradio mirrors the picture it captures, not only the preview, when its webcam option `mirror` is on: a frame
     red on the left and blue on the right must reach the picker (whose photo is what is searched) that way round."""
@@ -152,4 +125,33 @@ def test_live_results_follow_the_camera_from_one_product_to_another(served, cata
         page.locator("#live button[aria-label='capture photo']").click()  # now "Stop"
         wait_for_quiet()
         browser.close()
+    assert files_in(served.temp_dir) == []
+
+
+def test_a_webcam_snapshot_finds_the_product_and_leaves_no_photo(served, catalog_rows, tmp_path):
+    """A 1920x1080 camera, as a laptop's or a phone's: the snapshot is scaled in the browser, so the page sends
+    under 1 MB for it; the product is found; nothing is kept. Last: it stops the app of the file's tests."""
+    from playwright.sync_api import sync_playwright
+
+    from page_traffic import SENT_BYTES, sent_bytes
+
+    product = catalog_rows[30]
+    video = write_y4m(tmp_path / "camera.y4m", [frame_showing(product["image"], 1920, 1080)] * 5)
+    with sync_playwright() as playwright:
+        browser, page, wait_for_quiet = camera_page(served, video, playwright, init_script=SENT_BYTES)
+        before = sent_bytes(page)
+        snapshot(page)
+        wait_for_top_result(page, product["productDisplayName"])
+        assert page.locator("#results .thumbnail-item").count() == 8
+        sent = sent_bytes(page) - before
+        assert sent <= 1_000_000, f"the page sent {sent:,} bytes for one snapshot"
+        assert page.evaluate("[document.querySelector('#photo canvas.photo').width,"
+                             " document.querySelector('#photo canvas.photo').height]") == [1920, 1080]
+        wait_for_quiet()
+        assert files_in(served.temp_dir) == []
+        page.wait_for_timeout(5000)  # anything the page still sends late
+        wait_for_quiet()
+        assert files_in(served.temp_dir) == []
+        browser.close()
+    served.stop()
     assert files_in(served.temp_dir) == []

@@ -4,7 +4,10 @@ import time
 
 import pytest
 
-from recommender.catalog import METADATA_FIELDS, CatalogUnavailable, load_catalog
+from recommender.columns import METADATA_FIELDS, CatalogUnavailable
+from recommender.pipeline.catalog import load_catalog
+
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
 
 
 def test_parquet_in_hub_schema(catalog_parquet, catalog_rows):

@@ -1,6 +1,7 @@
 """Batch normalisation folded into the convolutions: the same vectors, no normalisation layer left."""
 
 import numpy as np
+import pytest
 
 from recommender.config import Settings
 from recommender.embedder import Embedder, fold_batch_norm
@@ -35,6 +36,7 @@ def test_folded_resnet_gives_the_same_features_without_any_normalisation_layer()
     assert [layer.name for layer in folded.layers[1:]] == names
 
 
+@pytest.mark.fast
 def test_a_model_named_otherwise_is_left_as_it_is():
     import keras
 

@@ -12,6 +12,8 @@ from app_process import QUIET_ENV, ROOT
 
 from scripts.evaluate import evaluate, load
 
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
 # Six unit vectors in 2-d. Row 1 is an exact copy of row 0 (the same picture under another id), rows 2 and 3
 # mirror each other, so from rows 0, 1 and 5 they are tied, and rows 0, 1 and 5 are tied as seen from row 4.
 VECTORS = np.array([[1, 0], [1, 0], [0.8, 0.6], [0.8, -0.6], [0, 1], [-1, 0]], dtype=np.float32)
@@ -85,8 +87,8 @@ def run_evaluate(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, env={**os.environ, **QUIET_ENV}, check=False)
 
 
-def test_cli_on_a_built_index_matches_the_function(built_index, tmp_path):
-    index = built_index[0]
+def test_cli_on_a_built_index_matches_the_function(stand_in_index, tmp_path):
+    index = stand_in_index
     result = run_evaluate("--index", str(index), "--json", str(tmp_path / "quality.json"))
     assert result.returncode == 0, result.stderr
     assert "P@1" in result.stdout and "mAP@10" in result.stdout
@@ -100,12 +102,12 @@ def test_cli_on_a_built_index_matches_the_function(built_index, tmp_path):
         assert 0 < figures["queries"] <= 37 and all(0 <= v <= 1 for k, v in figures.items() if k != "queries")
 
 
-def test_cli_does_not_load_the_model(built_index):
+def test_cli_does_not_load_the_model(stand_in_index):
     code = ("import runpy, sys; sys.argv = ['evaluate.py', '--index', sys.argv[1], '--queries', '5']\n"
             "try: runpy.run_path('scripts/evaluate.py', run_name='__main__')\n"
             "except SystemExit as done: assert done.code == 0\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
-    result = subprocess.run([sys.executable, "-c", code, str(built_index[0])], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", code, str(stand_in_index)], cwd=ROOT, capture_output=True,
                             text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
@@ -116,9 +118,9 @@ def test_cli_does_not_load_the_model(built_index):
     (lambda index: (index / "vectors.npy").write_bytes(b"\x93NUMPY"), "vectors.npy has 6 bytes"),
     (lambda index: (index / "items.parquet").unlink(), "items.parquet missing"),
 ])
-def test_a_missing_or_damaged_index_exits_1_with_the_reason(built_index, tmp_path, damage, message):
+def test_a_missing_or_damaged_index_exits_1_with_the_reason(stand_in_index, tmp_path, damage, message):
     index = tmp_path / "index"
-    shutil.copytree(built_index[0], index)
+    shutil.copytree(stand_in_index, index)
     damage(index)
     result = run_evaluate("--index", str(index))
     assert result.returncode == 1

@@ -1,4 +1,4 @@
-"""Why this match (recommender/explain.py): a similarity split exactly over the cells of each photo, each cell mapped
+"""Why this match (recommender/serve/explain.py): a similarity split exactly over the cells of each photo, each cell mapped
 to the right part of the photo, served by /explain and on the page, from the cells an index stores or, without
 them, from the product's thumbnail."""
 
@@ -14,10 +14,10 @@ from PIL import Image
 
 from app_process import ROOT, RunningApp
 from conftest import run_build
-from recommender.explain import Explainer, cell_boxes, contributions, query_embedder
+from recommender.serve.explain import Explainer, cell_boxes, contributions, query_embedder
 from recommender.images import fit_square, to_rgb
 from recommender.index import IndexUnusable
-from recommender.search import Recommender
+from recommender.serve.search import Recommender
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WAIT = 60_000  # ms; the first query of a fresh app traces the model
@@ -75,12 +75,14 @@ def test_cells_sum_to_the_similarity_of_every_result(searcher, catalog_rows):
             assert cells.sum() == pytest.approx(explanation.similarity, abs=1e-9)
 
 
+@pytest.mark.fast
 def test_contributions_go_to_the_cells_of_their_channels():
     query, product = np.array([0.6, 0.8, 0, 0]), np.array([0.8, 0, 0.6, 0])
     cells = np.array([3, 0, 0, 1], np.uint8)  # channel 0 peaked in cell (1, 1), channel 1 in (0, 0), ...
     assert contributions(query, product, cells, grid=2).tolist() == [[0, 0], [0, pytest.approx(0.48)]]
 
 
+@pytest.mark.fast
 def test_pooling_keeps_each_channels_maximum_and_the_cell_it_is_in():
     import tensorflow as tf
 
@@ -121,10 +123,12 @@ def test_the_embedder_pools_as_keras_global_max_pooling_does(searcher):
     ((120, 160), 7, (6, 6), (117, 137, 120, 160)),
     ((120, 160), 7, (3, 3), (49, 69, 71, 91)),
 ])
+@pytest.mark.fast
 def test_a_cell_maps_to_its_box_on_the_photo(size, grid, cell, box):
     assert tuple(cell_boxes(size, grid)[cell]) == box
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("size", [(120, 160), (300, 170), (97, 97)])
 def test_a_box_is_where_fit_square_puts_the_cell(size):
     """Paint one cell's box on a photo: fit to the model's 224 px square, the paint fills that cell of the 7x7 grid

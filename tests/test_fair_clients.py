@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from app_process import RunningApp
-from recommender.clients import CLIENT_EVENTS, client_address
+from recommender.serve.clients import CLIENT_EVENTS, client_address
 from visitors import client, new_photo, rest_recommend, upload_flood, uploaded
 
 FLOOD = 48  # concurrent requests from the flooding address
@@ -117,6 +117,7 @@ def test_the_api_cannot_skip_the_queue(fair_app):
     (2, "203.0.113.9, 10.1.1.1", "203.0.113.9"),
     (2, "203.0.113.9", "203.0.113.9"),  # fewer entries than hops: the farthest one
 ])
+@pytest.mark.fast
 def test_client_address_trusts_only_the_proxies_hops(hops, forwarded, expected):
     headers = {"x-forwarded-for": forwarded} if forwarded else {}
     assert client_address(headers, "10.0.0.1", hops) == expected
@@ -152,10 +153,11 @@ def test_a_flood_of_tiny_uploads_is_refused_and_costs_the_app_nothing(fair_app):
     assert grown < 100e6, f"the app grew by {grown / 1e6:.0f} MB"
 
 
+@pytest.mark.fast
 def test_a_refusal_waits_but_only_so_many_wait_at_once(monkeypatch):
     """slow_refusal holds a refusal REFUSAL_SECONDS, but past REFUSALS_HELD waiting at once answers at once: a flood
     of connections cannot make the app hold unbounded many."""
-    from recommender import clients
+    from recommender.serve import clients
 
     monkeypatch.setattr(clients, "REFUSAL_SECONDS", 0.2)
     monkeypatch.setattr(clients, "REFUSALS_HELD", 3)

@@ -13,6 +13,8 @@ from PIL import Image
 from conftest import ROOT
 from recommender.images import MAX_PIXELS, ImageError, fit_square, to_rgb
 
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
 
 def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()

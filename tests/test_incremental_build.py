@@ -9,10 +9,12 @@ import pytest
 
 import synthetic_catalog
 from conftest import IMAGE_SIZE, MANY_BATCH
-from recommender.build import build_index
-from recommender.catalog import load_catalog
+from recommender.pipeline.build import build_index
+from recommender.pipeline.catalog import load_catalog
 from recommender.config import Settings
 from recommender.index import IndexFiles, VectorIndex, read_manifest
+
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
 
 SETTINGS = Settings(weights="random", image_size=IMAGE_SIZE)
 CHANGED, REMOVED, ADDED = (7, 30), (12, 40), 2  # rows of the old catalog whose image changes, rows dropped, new rows
@@ -46,9 +48,11 @@ class OtherModel(KilledAtCall):
 
 @pytest.fixture(scope="module")
 def embedder():
-    from recommender.embedder import Embedder
+    """A numpy stand-in for ResNet50 (tests/stand_in_embedder.py): what is reused or embedded again is the subject,
+    not the model; test_interrupted_build.py resumes builds of the real model."""
+    from stand_in_embedder import StandInEmbedder
 
-    return Embedder(SETTINGS)
+    return StandInEmbedder(SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -146,15 +150,15 @@ def test_a_killed_rebuild_resumes_to_the_same_index(catalogs, embedder, old_inde
 
 
 def test_another_model_reuses_nothing(embedder, old_index):
-    from recommender.build import _previous_index
+    from recommender.pipeline.build import _previous_index
 
     assert len(_previous_index(old_index, embedder).rows) == 60  # 61 products, one image twice
     assert _previous_index(old_index, OtherModel(embedder, calls=0)) is None
 
 
 def test_an_image_folder_row_is_known_by_its_file_bytes(tmp_path):
-    from recommender.build import _content_digest
-    from recommender.catalog import Product
+    from recommender.pipeline.engines import _content_digest
+    from recommender.pipeline.catalog import Product
 
     photo = tmp_path / "shirt.jpg"
     photo.write_bytes(b"\xff\xd8 the same bytes")

@@ -19,6 +19,7 @@ def brute_force(vectors, query, k):
     return np.argsort(np.linalg.norm(vectors - query, axis=1), kind="stable")[:k]
 
 
+@pytest.mark.fast
 def test_hand_checkable_order():
     vectors = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0]], dtype=np.float32)
     index = VectorIndex.build(vectors, trees=2, coarse_dims=2)
@@ -43,12 +44,14 @@ def test_reranked_ann_finds_the_brute_force_neighbours_at_default_settings(seed)
     assert found / (10 * len(queries)) >= 0.99  # 0.997-0.999 measured; scripts/bench.py measures 44k and 250k
 
 
+@pytest.mark.fast
 def test_k_larger_than_index_returns_everything_once():
     vectors = resnet_like_features(5, dims=16)
     rows, _ = VectorIndex.build(vectors, trees=2, coarse_dims=2).search(vectors[0], 10, 100, 1000)
     assert sorted(rows.tolist()) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("filtered", [False, True])
 def test_copies_of_one_image_are_shown_once_as_the_lowest_row_whatever_the_round_off(filtered):
     """Rows 3 and 17 are one image, their vectors apart by round-off only; whichever the query is nearer to,
@@ -67,6 +70,7 @@ def test_copies_of_one_image_are_shown_once_as_the_lowest_row_whatever_the_round
     assert found[-1] == 3 and 17 not in found.tolist()
 
 
+@pytest.mark.fast
 def test_save_and_load_round_trip(tmp_path):
     vectors = resnet_like_features(200, dims=64)
     files = IndexFiles(tmp_path)
@@ -76,6 +80,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert rows[0] == 7 and distances[0] == pytest.approx(0, abs=1e-6)
 
 
+@pytest.mark.fast
 def test_vectors_that_do_not_match_the_manifest_are_refused(tmp_path):
     files = IndexFiles(tmp_path)
     VectorIndex.build(resnet_like_features(50, dims=32), trees=2, coarse_dims=8).save(files)
@@ -83,6 +88,7 @@ def test_vectors_that_do_not_match_the_manifest_are_refused(tmp_path):
         VectorIndex.load(files, dims=32, count=60, coarse_dims=8)
 
 
+@pytest.mark.fast
 def test_missing_or_foreign_manifest_is_refused(tmp_path):
     with pytest.raises(IndexUnusable, match="No index"):
         read_manifest(tmp_path)
@@ -91,6 +97,7 @@ def test_missing_or_foreign_manifest_is_refused(tmp_path):
         read_manifest(tmp_path)
 
 
+@pytest.mark.fast
 def test_projection_keeps_the_largest_variance_and_never_lengthens_distances():
     vectors = resnet_like_features(2000, dims=64, seed=3)
     projection = Projection.fit(vectors, 16)
@@ -106,6 +113,25 @@ def test_projection_keeps_the_largest_variance_and_never_lengthens_distances():
     np.testing.assert_array_equal(Projection.fit(vectors, 16).axes, projection.axes)  # rebuilds are identical
 
 
+@pytest.mark.fast
+def test_fewer_vectors_than_dimensions_span_the_same_axes_as_the_covariance_gives():
+    """Under `dims` rows, Projection.fit takes the axes from an SVD of the rows, not the covariance's eigh: the same
+    axes (up to sign), as orthonormal, ordered by variance, and as repeatable."""
+    vectors = resnet_like_features(40, dims=256, seed=5)
+    projection = Projection.fit(vectors, 16)
+    centred = vectors - vectors.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))
+    expected = eigenvectors[:, ::-1][:, :16].T
+    np.testing.assert_allclose(np.abs(np.sum(projection.axes * expected, axis=1)), 1, atol=1e-4)  # same axes
+    np.testing.assert_allclose(projection.axes @ projection.axes.T, np.eye(16), atol=1e-5)
+    assert np.all(np.diff(projection(vectors).var(axis=0)) <= 1e-6)
+    np.testing.assert_array_equal(Projection.fit(vectors, 16).axes, projection.axes)
+    assert Projection.fit(vectors, 40).axes.shape == (40, 256)  # as many axes as rows: a full orthonormal set
+    np.testing.assert_allclose(Projection.fit(vectors, 40).axes @ Projection.fit(vectors, 40).axes.T, np.eye(40),
+                               atol=1e-5)
+
+
+@pytest.mark.fast
 def test_a_swap_keeps_a_held_generation_until_it_is_let_go(tmp_path):
     target = tmp_path / "index"
     for number in range(2):
@@ -123,6 +149,7 @@ def test_a_swap_keeps_a_held_generation_until_it_is_let_go(tmp_path):
         target.resolve()]
 
 
+@pytest.mark.fast
 def test_a_relative_index_path_keeps_its_current_generation(tmp_path, monkeypatch):
     """INDEX_DIR's default is the relative "index": a swap's cleanup must know its current generation then too."""
     monkeypatch.chdir(tmp_path)
@@ -136,6 +163,7 @@ def test_a_relative_index_path_keeps_its_current_generation(tmp_path, monkeypatc
     assert [p.name for p in Path(".index.generations").iterdir() if p.is_dir()] == [Path("index").resolve().name]
 
 
+@pytest.mark.fast
 def test_an_index_folder_from_before_generations_is_adopted_in_place(tmp_path):
     (tmp_path / "index").mkdir()
     (tmp_path / "index" / "manifest.json").write_text("{}")
@@ -240,13 +268,14 @@ def test_processes_adopting_an_old_index_folder_at_once_all_serve_the_same_compl
             f"round {round_number}: the adopters serve {sorted(served)}, the link {target.resolve()}"
 
 
-def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(built_index, tmp_path, monkeypatch):
+@pytest.mark.fast
+def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(stand_in_index, tmp_path, monkeypatch):
     """A generation's files are hashed once (at build or download); a load then compares inode, size and times, and a
     file written since is hashed again, and refused when damaged."""
-    import recommender.index as index_module
+    import recommender.index.files as index_module
 
     target = tmp_path / "index"
-    swap_into_place(shutil.copytree(built_index[0], tmp_path / "built"), target)  # as a build leaves it
+    swap_into_place(shutil.copytree(stand_in_index, tmp_path / "built"), target)  # as a build leaves it
     hashed = []
     monkeypatch.setattr(index_module, "sha256", lambda path, real=index_module.sha256: hashed.append(path.name)
                         or real(path))
@@ -261,6 +290,7 @@ def test_checksums_are_skipped_only_while_the_files_are_the_ones_verified(built_
     assert hashed
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("share", [0.5, 0.05])
 def test_a_filtered_search_is_exact_even_when_the_lower_bounds_are_loose(share):
     """Two principal coordinates bound the distances of 64-dimensional vectors only loosely, so the first rows ranked
@@ -276,6 +306,7 @@ def test_a_filtered_search_is_exact_even_when_the_lower_bounds_are_loose(share):
             np.testing.assert_allclose(distances, np.linalg.norm(vectors[found] - query, axis=1), rtol=1e-5)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("step", [2, 11])
 def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, step, tmp_path, monkeypatch):
@@ -284,7 +315,7 @@ def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, ste
     instead of ranking ever larger pools first (which cost three times the pass). Many are read by one pass over all
     vectors, PASS_ROWS at a time (with pread from a mapped vectors.npy); a few (under 1/ROW_READ_COST of the rows)
     alone, never the rest of the subset."""
-    import recommender.index as index_module
+    import recommender.index.vectors as index_module
 
     monkeypatch.setattr(index_module, "SCAN_ROWS", 100 if step == 11 else 1100)  # 1,100: above the old second pool
     monkeypatch.setattr(index_module, "PASS_ROWS", 128)  # 3,000 rows: 24 blocks, the last one short
@@ -315,11 +346,12 @@ def test_loose_bounds_go_straight_to_one_bounded_pass_and_stay_exact(mapped, ste
                 assert all(size == 128 for size in within[:-1]) and 100 < sum(within) <= len(rows), read
 
 
+@pytest.mark.fast
 def test_loose_bounds_rank_only_the_rows_within_reach_of_a_large_subset(monkeypatch):
     """Half the catalog as the subset, queries near products outside it, bounds from 4 coordinates: a few hundred
     rows are within reach, more than SCAN_ROWS. Those are ranked by their dot products, never the whole subset (at
     1M products, sending the whole subset to the pass cost a pass over 8 GB for 25k rows within reach)."""
-    import recommender.index as index_module
+    import recommender.index.vectors as index_module
 
     monkeypatch.setattr(index_module, "SCAN_ROWS", 20)
     vectors = resnet_like_features(3000, dims=64, seed=5)
@@ -337,10 +369,11 @@ def test_loose_bounds_rank_only_the_rows_within_reach_of_a_large_subset(monkeypa
     assert len(scanned) >= 5 and all(20 < count < len(rows) for count in scanned), scanned
 
 
+@pytest.mark.fast
 def test_tight_bounds_rank_only_the_rows_within_reach(monkeypatch):
     """With bounds equal to the distances (all 64 coordinates of 64-dimensional vectors), the first pool holds the
     answer and every row within its reach: nothing more is read, and no pass is made."""
-    import recommender.index as index_module
+    import recommender.index.vectors as index_module
 
     vectors = resnet_like_features(3000, dims=64, seed=5)
     index = VectorIndex.build(vectors, trees=2, coarse_dims=64)

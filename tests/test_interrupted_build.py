@@ -128,8 +128,8 @@ def test_read_only_output_gives_a_clear_error_and_keeps_the_old_index(many_catal
 
 def test_a_short_write_of_numpy_is_reported_as_a_full_disk(many_catalog, tmp_path, monkeypatch):
     """numpy's array.tofile raises a bare OSError without errno ("N requested and M written") on a full disk."""
-    from recommender.build import BuildFailed, build_index
-    from recommender.catalog import load_catalog
+    from recommender.pipeline.build import BuildFailed, build_index
+    from recommender.pipeline.catalog import load_catalog
     from recommender.config import Settings
     from recommender.index import VectorIndex
 

@@ -1,4 +1,4 @@
-"""The live model (recommender/live_model.py): the index's embedder in a process of its own, at the lowest CPU
+"""The live model (recommender/serve/live_model.py): the index's embedder in a process of its own, at the lowest CPU
 priority, whose vectors are the app's."""
 
 import io
@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 
 from recommender.images import ImageError
-import recommender.live_model as live_model_module
-from recommender.live_model import LiveModel, LiveModelFailed
-from recommender.page import LiveState, Page
+import recommender.serve.live_model as live_model_module
+from recommender.serve.live_model import LiveModel, LiveModelFailed
+from recommender.serve.live import LiveSearch, LiveState
+from recommender.serve.page import Page
 from recommender.config import Settings
-from recommender.photos import QueryPhotos
+from recommender.serve.photos import QueryPhotos
 
 LOADING_SECONDS = 120  # a loaded 2-core machine takes a few seconds to start TensorFlow and build ResNet50
 
@@ -149,6 +150,7 @@ def test_close_ends_the_process(recommender):
     assert not Path(f"/proc/{pid}").exists()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("answer", [b"hello, not an answer\n", b"V" + (10**9).to_bytes(4, "little"),
                                     b"V" + (8192).to_bytes(4, "little") + b"short", None])
 def test_an_answer_that_is_not_ours_or_none_costs_the_child_not_the_app(answer, monkeypatch):
@@ -176,17 +178,16 @@ def test_weights_that_cannot_be_loaded_stop_live_search_with_the_reason_in_the_l
 
     missing = tmp_path / "weights.h5"
     model = LiveModel(replace(recommender.embedder.settings, weights=str(missing)), recommender.embedder.identity)
-    page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
-    page._live_embedder = lambda: model
+    live = LiveSearch(Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32))), model=model)
     try:
-        with caplog.at_level(logging.ERROR, logger="recommender.live_model"):
+        with caplog.at_level(logging.ERROR, logger="recommender.serve.live_model"):
             with pytest.raises(LiveModelFailed, match="No weights file"):
                 loaded(model, jpeg(7))
         assert "No weights file" in caplog.text  # the reason is for the server's log ...
         with pytest.raises(gr.Error, match="Live search is not available on this server") as shown:
-            page.live_frame(jpeg(8), LiveState())
+            live.live_frame(jpeg(8), LiveState())
         assert "weights" not in str(shown.value)  # ... not for visitors
-        assert not page._live_running.locked()  # the next frame may try again
+        assert not live.turns.taken  # the next frame may try again
     finally:
         model.close()
 
@@ -201,13 +202,14 @@ def test_a_model_other_than_the_apps_is_refused(recommender):
         model.close()
 
 
+@pytest.mark.fast
 def test_a_child_that_never_gets_ready_is_killed_at_the_loading_deadline_and_reaped(monkeypatch, caplog):
     """A load that hangs (a stuck download, a deadlock in a library) must not keep live search off for good: at
     LOAD_SECONDS the child is killed and waited for, and the next frame starts a new one."""
     monkeypatch.setattr(live_model_module, "LOAD_SECONDS", 1.0)
     model = ChildThatLoads("time.sleep(3600)")
     try:
-        with caplog.at_level(logging.WARNING, logger="recommender.live_model"):
+        with caplog.at_level(logging.WARNING, logger="recommender.serve.live_model"):
             model.start()
             pid = model.pid
             assert reaped(pid), f"the child still runs (state {state(pid)}) after its loading deadline"
@@ -217,6 +219,7 @@ def test_a_child_that_never_gets_ready_is_killed_at_the_loading_deadline_and_rea
         model.close()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("loading", ["sys.exit(3)",  # a crash (killed for memory, a library's abort)
                                      "out.write(b'F' + struct.pack('<I', 4) + b'why!'); out.flush(); sys.exit(0)"])
 def test_a_child_that_fails_while_loading_is_reaped(loading, caplog):
@@ -234,6 +237,7 @@ def test_a_child_that_fails_while_loading_is_reaped(loading, caplog):
         model.close()
 
 
+@pytest.mark.fast
 def test_a_child_that_dies_after_loading_is_reaped_without_waiting_for_a_frame():
     """Killed by the OOM killer, say, while nobody sends frames: no zombie is left until the next one."""
     model = ChildThatLoads("")
@@ -250,6 +254,7 @@ def test_a_child_that_dies_after_loading_is_reaped_without_waiting_for_a_frame()
         model.close()
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("loading", ["", "time.sleep(3600)"])  # loaded: it exits when asked; loading: it is killed
 def test_close_reaps_the_child_loaded_or_not(loading, monkeypatch):
     """close() asks the child to exit (its stdin ends), waits EXIT_SECONDS, then kills it; either way it waits for

@@ -1,6 +1,8 @@
-"""Live frames share the live model (recommender/page.py, LIVE_MODEL_SHARE): after a live frame's forward none starts
-for as long again, none starts while a photo is embedded, the viewers take turns, and a frame waits for its turn at
-most LIVE_MAX_WAIT. The live model itself (its own process, lowest priority) is tested in test_live_model.py."""
+"""Live frames share the live model (recommender/serve/live.py, its turns by live_turns.py, LIVE_MODEL_SHARE): after a
+live frame's forward none starts for as long again, none starts while a photo is embedded, the viewers take turns,
+and a frame waits for its turn at most LiveTurns.max_wait; here through the Live tab's handlers, in
+test_live_turns.py through LiveTurns alone. The live model itself (its own process, lowest priority) is tested in
+test_live_model.py."""
 
 import base64
 import threading
@@ -11,11 +13,21 @@ import gradio as gr
 import pytest
 from gradio.data_classes import Base64ImageData
 
-import recommender.page as page_module
+import recommender.serve.live as live_module
 from fake_camera import jpeg
 from recommender.images import to_rgb
-from recommender.page import LiveMatch, LiveState, Page, live_camera
-from recommender.photos import QueryPhotos
+from recommender.serve.gradio_patches import live_camera
+from recommender.serve.live import LIVE_THUMBNAIL, LiveMatch, LiveSearch, LiveState
+from recommender.serve.live_turns import LiveTurns
+from recommender.serve.page import Page
+from recommender.serve.photos import QueryPhotos
+
+@pytest.fixture(scope="module")
+def recommender(stand_in_recommender):
+    """The live model is a SlowModel here (test_live_model.py tests the real one): the index is conftest's stand-in
+    one, built by the real build pipeline with a numpy function for the model."""
+    return stand_in_recommender
+
 
 FORWARD_SECONDS = 0.4  # the fake model's forward: long enough that "at once" is well inside it and its pause
 
@@ -42,22 +54,30 @@ class SlowModel:
 
 
 @pytest.fixture
-def page(recommender, monkeypatch):
-    """A Page whose frames are dropped at once when the model is not free, so that each test sees the decision when
-    it sends a frame; the tests of the wait and of the turns set LIVE_MAX_WAIT again."""
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 0.0)
-    page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)))
-    model = SlowModel(np.array(recommender.index.vectors[0]))
-    monkeypatch.setattr(page, "_live_embedder", lambda: model)  # the live model's process: test_live_model.py
-    page.model = model
-    return page
+def waiting_at_most(recommender):
+    """waiting_at_most(seconds): the Live tab's handlers (LiveSearch) of a Page, whose frames wait at most `seconds`
+    for their turn at a SlowModel (the live model's process: test_live_model.py), which is `.model`."""
+    def live_search(max_wait: float) -> LiveSearch:
+        page = Page(recommender, QueryPhotos(lambda data: np.zeros(2048, np.float32)), LiveTurns(max_wait=max_wait))
+        model = SlowModel(np.array(recommender.index.vectors[0]))
+        live = LiveSearch(page, model=model)
+        live.model = model
+        return live
+    return live_search
+
+
+@pytest.fixture
+def live(waiting_at_most):
+    """The Live tab's handlers, whose frames are dropped at once when the model is not free, so that each test sees
+    the decision when it sends a frame; the tests of the wait and of the turns wait longer (waiting_at_most)."""
+    return waiting_at_most(0.0)
 
 
 @pytest.fixture
 def decoded(monkeypatch) -> list[dict]:
     """The options of each decoding of a frame by the page (to_rgb)."""
     calls = []
-    monkeypatch.setattr(page_module, "to_rgb", lambda source, **options: calls.append(options) or to_rgb(source,
+    monkeypatch.setattr(live_module, "to_rgb", lambda source, **options: calls.append(options) or to_rgb(source,
                                                                                                            **options))
     return calls
 
@@ -68,20 +88,21 @@ def frame(seed: int) -> np.ndarray:
 
 def searched(outputs) -> bool:
     """Whether live_frame embedded the frame: it then writes a LiveMatch, whose change shows the results."""
-    return isinstance(outputs[1], LiveMatch)
+    return isinstance(outputs.match, LiveMatch)
 
 
-def test_a_live_forward_is_followed_by_a_pause_as_long(page):
+def test_a_live_forward_is_followed_by_a_pause_as_long(live):
     viewer = LiveState()
-    assert searched(page.live_frame(frame(1), viewer))
-    assert not searched(page.live_frame(frame(2), viewer))  # at once: in the pause
+    assert searched(live.live_frame(frame(1), viewer))
+    assert not searched(live.live_frame(frame(2), viewer))  # at once: in the pause
     assert viewer.deferred == 1 and viewer.searched == 1
     time.sleep(FORWARD_SECONDS * 1.2)
-    assert searched(page.live_frame(frame(3), viewer))
-    assert page.model.calls == 2
+    assert searched(live.live_frame(frame(3), viewer))
+    assert live.model.calls == 2
 
 
-def test_frames_of_several_viewers_never_run_at_once(page):
+@pytest.mark.fast
+def test_frames_of_several_viewers_never_run_at_once(live):
     """With no wait allowed (the fixture), of four frames sent at once one is searched and the others are answered
     at once; the tests below let frames wait."""
     viewers = [LiveState() for _ in range(4)]
@@ -89,7 +110,7 @@ def test_frames_of_several_viewers_never_run_at_once(page):
 
     def send(number):
         started = time.monotonic()
-        answers[number] = (searched(page.live_frame(frame(10 + number), viewers[number])),
+        answers[number] = (searched(live.live_frame(frame(10 + number), viewers[number])),
                            time.monotonic() - started)
 
     threads = [threading.Thread(target=send, args=(number,)) for number in range(4)]
@@ -97,40 +118,42 @@ def test_frames_of_several_viewers_never_run_at_once(page):
         thread.start()
     for thread in threads:
         thread.join()
-    assert page.model.most_at_once == 1 and sum(done for done, _ in answers.values()) == 1
+    assert live.model.most_at_once == 1 and sum(done for done, _ in answers.values()) == 1
     assert all(seconds < FORWARD_SECONDS / 2 for done, seconds in answers.values() if not done)  # none waited
 
 
-def test_a_frame_that_meets_a_busy_model_waits_for_the_end_of_its_pause(page, monkeypatch):
+def test_a_frame_that_meets_a_busy_model_waits_for_the_end_of_its_pause(waiting_at_most):
     """Gradio's webcam sends a viewer's next frame only once the last one is answered: a frame that waits for the
     model, rather than being dropped at once, spares the browser and the server the frames that would be dropped."""
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 4 * FORWARD_SECONDS)
+    live = waiting_at_most(4 * FORWARD_SECONDS)
     first, second = LiveState(), LiveState()
-    assert searched(page.live_frame(frame(90), first))
+    assert searched(live.live_frame(frame(90), first))
     sent = time.monotonic()
-    assert searched(page.live_frame(frame(91), second))  # in the first's pause: it waits, then is searched
-    (_, first_started, first_ended), (_, second_started, _) = page.model.forwards
+    assert searched(live.live_frame(frame(91), second))  # in the first's pause: it waits, then is searched
+    (_, first_started, first_ended), (_, second_started, _) = live.model.forwards
     pause = first_ended - first_started  # as long as the forward, as measured
     assert pause * 0.95 <= second_started - first_ended <= pause + 0.15  # the pause, no more
-    assert second_started - sent >= FORWARD_SECONDS * 0.9 and second.deferred == 0 and page.model.most_at_once == 1
+    assert second_started - sent >= FORWARD_SECONDS * 0.9 and second.deferred == 0 and live.model.most_at_once == 1
 
 
-def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(page, monkeypatch, decoded):
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 0.3)
+@pytest.mark.fast
+def test_a_frame_waits_at_most_live_max_wait_and_is_then_dropped_undecoded(waiting_at_most, decoded):
+    live = waiting_at_most(0.3)
     viewer = LiveState()
-    with page._photo_turn():  # a photo embedded all the while
+    with live.turns.photo():  # a photo embedded all the while
         sent = time.monotonic()
-        assert not searched(page.live_frame(jpeg_frame(92), viewer))
+        assert not searched(live.live_frame(jpeg_frame(92), viewer))
         waited = time.monotonic() - sent
-    assert 0.3 <= waited < 0.5 and viewer.deferred == 1 and decoded == [] and page.model.calls == 0
+    assert 0.3 <= waited < 0.5 and viewer.deferred == 1 and decoded == [] and live.model.calls == 0
 
 
-def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(page, monkeypatch):
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 2.0)
+@pytest.mark.fast
+def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(waiting_at_most):
+    live = waiting_at_most(2.0)
     photo_started, photo_done = threading.Event(), []
 
     def embed_a_photo():
-        with page._photo_turn():
+        with live.turns.photo():
             photo_started.set()
             time.sleep(0.3)
             photo_done.append(time.monotonic())
@@ -138,27 +161,28 @@ def test_a_frame_waiting_for_a_photo_is_searched_once_the_photo_is_embedded(page
     photo = threading.Thread(target=embed_a_photo)
     photo.start()
     photo_started.wait()
-    assert searched(page.live_frame(frame(93), LiveState()))
+    assert searched(live.live_frame(frame(93), LiveState()))
     photo.join()
-    (_, started, _), = page.model.forwards
+    (_, started, _), = live.model.forwards
     assert 0 <= started - photo_done[0] < 0.15
 
 
-def test_no_live_forward_starts_while_a_photo_is_searched(page):
+@pytest.mark.fast
+def test_no_live_forward_starts_while_a_photo_is_searched(live):
     viewer = LiveState()
-    with page._photo_turn():
-        assert not searched(page.live_frame(frame(20), viewer))
-    assert viewer.deferred == 1 and page.model.calls == 0
-    assert searched(page.live_frame(frame(21), viewer))
+    with live.turns.photo():
+        assert not searched(live.live_frame(frame(20), viewer))
+    assert viewer.deferred == 1 and live.model.calls == 0
+    assert searched(live.live_frame(frame(21), viewer))
 
 
-def waiting_while_a_photo_is_embedded(page, sends: list, photo_seconds: float = 0.3) -> float:
+def waiting_while_a_photo_is_embedded(live, sends: list, photo_seconds: float = 0.3) -> float:
     """Send `sends` ((frame, LiveState) pairs) one after another, 50 ms apart, each from its own thread, while a photo
     is embedded; returns when every one was answered, with the time.monotonic() at which the photo ended."""
     answers = []
     threads = [threading.Thread(target=lambda picture=picture, viewer=viewer: answers.append(
-        page.live_frame(picture, viewer))) for picture, viewer in sends]
-    with page._photo_turn():
+        live.live_frame(picture, viewer))) for picture, viewer in sends]
+    with live.turns.photo():
         for thread in threads:
             thread.start()
             time.sleep(0.05)
@@ -170,57 +194,58 @@ def waiting_while_a_photo_is_embedded(page, sends: list, photo_seconds: float = 
     return photo_ended
 
 
-def forward_order(page, frames) -> list[int]:
+def forward_order(live, frames) -> list[int]:
     """Which of `frames` the model embedded, in the order their forwards started."""
     return [number for _, number in sorted((started, number) for number, picture in enumerate(frames)
-                                           for shown, started, _ in page.model.forwards
+                                           for shown, started, _ in live.model.forwards
                                            if np.array_equal(shown, picture))]
 
 
-def test_the_free_model_goes_to_the_waiting_viewer_whose_last_turn_is_oldest(page, monkeypatch):
+def test_the_free_model_goes_to_the_waiting_viewer_whose_last_turn_is_oldest(waiting_at_most):
     """Not to the frame that came first: otherwise the forwards that fit between photos go to random viewers, and one
     of four can get none for many seconds."""
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
+    live = waiting_at_most(10 * FORWARD_SECONDS)
     first, second, third = LiveState(), LiveState(), LiveState()
     for number, viewer in enumerate((first, second, third)):  # each has had a turn: the first longest ago
-        assert searched(page.live_frame(frame(60 + number), viewer))
+        assert searched(live.live_frame(frame(60 + number), viewer))
     frames = [frame(70 + number) for number in range(3)]
-    waiting_while_a_photo_is_embedded(page, [(frames[2], third), (frames[1], second), (frames[0], first)])
-    assert forward_order(page, frames) == [0, 1, 2] and page.model.most_at_once == 1
+    waiting_while_a_photo_is_embedded(live, [(frames[2], third), (frames[1], second), (frames[0], first)])
+    assert forward_order(live, frames) == [0, 1, 2] and live.model.most_at_once == 1
     assert [viewer.searched for viewer in (first, second, third)] == [2, 2, 2]
 
 
-def test_a_new_viewer_goes_first(page, monkeypatch):
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
+def test_a_new_viewer_goes_first(waiting_at_most):
+    live = waiting_at_most(10 * FORWARD_SECONDS)
     regular, new = LiveState(), LiveState()
-    assert searched(page.live_frame(frame(75), regular))
+    assert searched(live.live_frame(frame(75), regular))
     frames = [frame(76), frame(77)]
-    waiting_while_a_photo_is_embedded(page, [(frames[0], regular), (frames[1], new)])
-    assert forward_order(page, frames) == [1, 0]
+    waiting_while_a_photo_is_embedded(live, [(frames[0], regular), (frames[1], new)])
+    assert forward_order(live, frames) == [1, 0]
 
 
-def test_an_unchanged_picture_passes_the_turn_on_at_once(page, monkeypatch):
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
+def test_an_unchanged_picture_passes_the_turn_on_at_once(waiting_at_most):
+    live = waiting_at_most(10 * FORWARD_SECONDS)
     still, moving = LiveState(), LiveState()
-    assert searched(page.live_frame(frame(80), still))
-    assert searched(page.live_frame(frame(81), moving))
-    photo_ended = waiting_while_a_photo_is_embedded(page, [(frame(82), moving), (frame(80), still)],
+    assert searched(live.live_frame(frame(80), still))
+    assert searched(live.live_frame(frame(81), moving))
+    photo_ended = waiting_while_a_photo_is_embedded(live, [(frame(82), moving), (frame(80), still)],
                                                     photo_seconds=2 * FORWARD_SECONDS)  # the last pause is over
     assert still.skipped == 1 and still.searched == 1 and moving.searched == 2  # the still one's turn came first
-    (_, started, _), = [forward for forward in page.model.forwards if np.array_equal(forward[0], frame(82))]
+    (_, started, _), = [forward for forward in live.model.forwards if np.array_equal(forward[0], frame(82))]
     assert started - photo_ended < 0.15  # no pause after a frame that was not searched
 
 
-def test_two_frames_of_one_viewer_waiting_at_once_are_both_answered(page, monkeypatch):
+def test_two_frames_of_one_viewer_waiting_at_once_are_both_answered(waiting_at_most):
     """Stop, then Record again at once: the old stream's frame may still wait when the new one's first comes, with
     the same LiveState."""
-    monkeypatch.setattr(page_module, "LIVE_MAX_WAIT", 10 * FORWARD_SECONDS)
+    live = waiting_at_most(10 * FORWARD_SECONDS)
     viewer = LiveState()
     frames = [frame(85), frame(86)]
-    waiting_while_a_photo_is_embedded(page, [(frames[0], viewer), (frames[1], viewer)])
-    assert forward_order(page, frames) == [0, 1] and viewer.searched == 2
+    waiting_while_a_photo_is_embedded(live, [(frames[0], viewer), (frames[1], viewer)])
+    assert forward_order(live, frames) == [0, 1] and viewer.searched == 2
 
 
+@pytest.mark.fast
 def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(recommender):
     """Most live frames are dropped; for each, Gradio rebuilds the config of every non-State output that the stream
     writes, even with gr.skip() (over half of the server's work per dropped frame, in a py-spy profile). So the
@@ -237,30 +262,35 @@ def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(rec
     assert len(shows.outputs) == 8 and not all(isinstance(output, gr.State) for output in shows.outputs)
 
 
-def test_live_results_show_the_embedded_frames_neighbours(page, recommender):
-    live = LiveState(searched=4, skipped=2, deferred=7)
-    outputs = page.live_results(LiveMatch(np.array(recommender.index.vectors[5]), time.perf_counter()), live,
+@pytest.mark.fast
+def test_live_results_show_the_embedded_frames_neighbours(live, recommender):
+    viewer = LiveState(searched=4, skipped=2, deferred=7)
+    outputs = live.live_results(LiveMatch(np.array(recommender.index.vectors[5]), time.perf_counter()), viewer,
                                 3, "All", "All", "All")
-    assert outputs[4][0] == next(id for id, row in recommender.row_of_id.items() if row == 5)  # itself, first
-    assert outputs[2].startswith("Live: 3 results") and "(frame 4; not searched: 2 unchanged, 7 while" in outputs[2]
-    assert outputs[6] is not None and outputs[5] is None  # the vector is kept: a changed filter searches it again
+    assert outputs.shown_ids[0] == next(id for id, row in recommender.row_of_id.items() if row == 5)  # itself, first
+    assert outputs.status.startswith("Live: 3 results")
+    assert "(frame 4; not searched: 2 unchanged, 7 while" in outputs.status
+    # the vector is kept: a changed filter searches it again
+    assert outputs.query is not None and outputs.product_id is None
 
 
 def jpeg_frame(seed: int) -> bytes:
     return jpeg(frame(seed))
 
 
-def test_a_frame_the_model_has_no_time_for_is_never_decoded(page, decoded):
+@pytest.mark.fast
+def test_a_frame_the_model_has_no_time_for_is_never_decoded(live, decoded):
     """Frames reach the handler as the browser's JPEG bytes (live_camera); one dropped because the model is busy
     costs no decoding, and one searched is decoded small for the unchanged-picture check, then for the model."""
     viewer = LiveState()
-    with page._photo_turn():
-        assert not searched(page.live_frame(jpeg_frame(40), viewer))
+    with live.turns.photo():
+        assert not searched(live.live_frame(jpeg_frame(40), viewer))
     assert decoded == [] and viewer.deferred == 1
-    assert searched(page.live_frame(jpeg_frame(41), viewer))
-    assert decoded == [{"draft_side": page_module.LIVE_THUMBNAIL}]
+    assert searched(live.live_frame(jpeg_frame(41), viewer))
+    assert decoded == [{"draft_side": LIVE_THUMBNAIL}]
 
 
+@pytest.mark.fast
 def test_the_live_camera_hands_over_the_frames_bytes_undecoded():
     camera = live_camera(sources=["webcam"], streaming=True, type="numpy")
     data = jpeg_frame(50)

@@ -16,7 +16,9 @@ from PIL import Image
 
 from app_process import BEHIND_A_PROXY, RunningApp, visitor
 
-CLIENTS, QUERIES, WARM_UP = 16, 100, 25  # warm-up: caches, sessions and the allocator reach steady state
+# 16 clients x 40 queries (x 100 until 2026-12-04: 12 minutes of CI's 15 on a shared machine): the same assertions
+# over 640 measured queries; warm-up: caches, sessions and the allocator reach steady state
+CLIENTS, QUERIES, WARM_UP = 16, 40, 10
 
 
 def unseen_photo(image: Image.Image, seed: tuple) -> bytes:
@@ -30,7 +32,7 @@ def unseen_photo(image: Image.Image, seed: tuple) -> bytes:
 
 
 @pytest.mark.load
-@pytest.mark.timeout(1800)  # 11-15 min measured on 2 cores shared with other jobs (load average 16-34)
+@pytest.mark.timeout(1800)  # 3.6 min measured on 2 cores shared with other jobs (load average 4-14)
 def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_rows, tmp_path):
     rows = catalog_rows[:CLIENTS]
     clients = [Client(app.url, verbose=False, download_files=False, headers=visitor(n)) for n in range(len(rows))]

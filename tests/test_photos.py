@@ -1,4 +1,4 @@
-"""The life of a query photo (recommender/photos.py): whichever way it comes in and however its request ends, it is
+"""The life of a query photo (recommender/serve/photos.py): whichever way it comes in and however its request ends, it is
 left nowhere (not on disk, not in Gradio's lists of paths, not in the log), and its results are those of its bytes,
 never of a name Gradio or a URL gave it.
 
@@ -27,12 +27,14 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-import recommender.photos as photos_module
+import recommender.serve.photos as photos_module
+import recommender.serve.uploads as uploads_module
 from app_process import BEHIND_A_PROXY, RunningApp, free_port, visitor
 from photo_proxy import PhotoProxy
 from test_app import call_mcp
 from recommender.images import ImageError
-from recommender.photos import InMemoryUploads, Photo, QueryPhotos, TooManyUploads, UploadStore, VectorCache
+from recommender.serve.uploads import InMemoryUploads, TooManyUploads, UploadStore
+from recommender.serve.photos import Photo, QueryPhotos, VectorCache
 
 QUIET_SECONDS = 3
 GRADIO_OWN_FOLDERS = {"vibe_edit_history"}  # Gradio makes it, empty, at start (its code-editor history): no photo
@@ -87,10 +89,11 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(photos_module, "time", clock)
+    monkeypatch.setattr(uploads_module, "time", clock)  # the upload store's clock
     return clock
 
 
+@pytest.mark.fast
 def test_unread_bytes_expire_and_their_key_outlives_them(clock):
     store = UploadStore(unread_seconds=60, key_seconds=600)
     store.put("uploads/a/photo.jpg", b"photo A")
@@ -103,6 +106,7 @@ def test_unread_bytes_expire_and_their_key_outlives_them(clock):
     assert store.take("uploads/a/photo.jpg") is None and len(store) == 0
 
 
+@pytest.mark.fast
 def test_release_drops_the_bytes_and_keeps_the_key():
     store = UploadStore()
     store.put("uploads/a/photo.jpg", b"photo A")
@@ -111,6 +115,7 @@ def test_release_drops_the_bytes_and_keeps_the_key():
     assert store.take("uploads/a/photo.jpg") == (sha256(b"photo A"), None) and store.held_bytes() == 0
 
 
+@pytest.mark.fast
 def test_over_the_byte_budget_the_oldest_bytes_go_first():
     store = UploadStore(max_bytes=10)
     store.put("old", b"123456")
@@ -119,6 +124,7 @@ def test_over_the_byte_budget_the_oldest_bytes_go_first():
     assert store.take("new") == (sha256(b"abcdef"), b"abcdef") and store.held_bytes() == 6
 
 
+@pytest.mark.fast
 def test_one_address_holds_only_its_share_of_unread_uploads(clock):
     store = UploadStore(unread_seconds=60, client_uploads=3, client_bytes=100)
     for number in range(3):
@@ -136,6 +142,7 @@ def test_one_address_holds_only_its_share_of_unread_uploads(clock):
 
 # VectorCache and QueryPhotos: vectors by content; a file Gradio wrote is read once and deleted.
 
+@pytest.mark.fast
 def test_vectors_are_cached_by_content_never_by_path(tmp_path):
     embed = CountingEmbedder()
     photos = QueryPhotos(embed)
@@ -156,6 +163,7 @@ def test_vectors_are_cached_by_content_never_by_path(tmp_path):
     assert cache.get("a") is None and cache.get("c") is not None
 
 
+@pytest.mark.fast
 def test_a_photo_is_used_once_then_only_its_vector_is_kept():
     photos = QueryPhotos(CountingEmbedder())
     photos.store.put("uploads/a/photo.jpg", b"photo A")
@@ -168,6 +176,7 @@ def test_a_photo_is_used_once_then_only_its_vector_is_kept():
         photos.vector(again)
 
 
+@pytest.mark.fast
 def test_a_path_the_app_did_not_hand_out_is_refused_and_left_untouched(tmp_path):
     """A request may name any file Gradio lets an input name (a catalog image it serves, a file of its folder):
     it is never read or deleted, and the request is refused with a clear message."""
@@ -180,6 +189,7 @@ def test_a_path_the_app_did_not_hand_out_is_refused_and_left_untouched(tmp_path)
     assert thumbnail.read_bytes() == b"a catalog image"
 
 
+@pytest.mark.fast
 def test_opened_paths_are_dropped_from_gradios_lists(tmp_path):
     """Gradio records each path an event used (blocks.upload_file_set, each block's temp_files) and never forgets
     one deleted by someone else: the lists would grow with every photo."""
@@ -227,6 +237,7 @@ def uploads(tmp_path):
     return SimpleNamespace(call=call, photos=photos, upload_dir=upload_dir, passed=passed)
 
 
+@pytest.mark.fast
 def test_an_upload_is_answered_with_a_path_and_held_in_memory(uploads):
     data = jpeg(Image.new("RGB", (40, 30), "navy"))
     response = uploads.call("POST", "/gradio_api/upload", files=[("files", ("../../etc/shirt photo.jpg", data))])
@@ -249,6 +260,7 @@ def test_an_upload_is_answered_with_a_path_and_held_in_memory(uploads):
     (8 * 2**20, False, 2**20 + 3 * 65536),  # no length given (or a false one): read up to the limit only
     (2**20 + 1000, True, 2**20 + 65536),  # within the multipart allowance, over the limit once parsed
 ], ids=["declared", "streamed-without-length", "just-over"])
+@pytest.mark.fast
 def test_too_large_uploads_are_refused_with_the_limit(uploads, size, declared, read_at_most):
     request = httpx.Request("POST", "http://app", files=[("files", ("big.jpg", b"\xff\xd8\xff" + bytes(size)))])
     body, sent = request.read(), []
@@ -267,6 +279,7 @@ def test_too_large_uploads_are_refused_with_the_limit(uploads, size, declared, r
     assert len(uploads.photos.store) == 0 and not uploads.upload_dir.exists()
 
 
+@pytest.mark.fast
 def test_an_upload_that_is_not_multipart_is_refused(uploads):
     response = uploads.call("POST", "/gradio_api/upload", content=b"\xff\xd8\xff photo",
                             headers={"content-type": "image/jpeg"})
@@ -279,7 +292,7 @@ def test_gradio_keeps_no_path_of_any_photo_after_its_event(tmp_path, monkeypatch
     import gradio as gr
     from starlette.middleware import Middleware
 
-    from recommender.photos import query_image
+    from recommender.serve.photos import query_image
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # read by each component as it is made
     photos = QueryPhotos(CountingEmbedder())
@@ -501,7 +514,7 @@ def test_a_full_queue_refuses_with_a_clear_error(photo_app, left_nowhere, photo_
     busy = {f"http://photos.hf.co/slow-{number}.jpg": number for number in range(CONCURRENCY)}
     for url, number in busy.items():  # every worker waits for its download until the test lets it go
         proxy.pictures[url], proxy.held[url] = jpeg(catalog_rows[number]["image"]), threading.Event()
-    # each request a visitor of its own: the app runs one request per address at a time (recommender/clients.py)
+    # each request a visitor of its own: the app runs one request per address at a time (recommender/serve/clients.py)
     busy_jobs = {number: visitor_client(photo_app, number).submit(image=handle_file(url), k=3, api_name="/recommend")
                  for url, number in busy.items()}
     photos = {number: jpeg(catalog_rows[number]["image"]) for number in range(10, 14)}
@@ -564,6 +577,7 @@ def test_a_url_that_never_ends_is_refused_at_the_byte_cap(photo_app, photo_clien
         str(catalog_rows[3]["id"])
 
 
+@pytest.mark.fast
 def test_a_url_that_sends_slowly_is_refused_at_its_deadline(proxy, monkeypatch):
     """64 kB a second: the download is abandoned after URL_SECONDS with a message saying so (through the same
     proxy, so the host checks are Gradio's allow-list as in the app)."""

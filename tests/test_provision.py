@@ -2,9 +2,11 @@
 
 import pytest
 
-from recommender import provision
+from recommender.serve import provision
 from recommender.config import Settings
-from recommender.provision import IndexUnusable, build_limit, ensure_index
+from recommender.serve.provision import IndexUnusable, build_limit, ensure_index
+
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
 
 
 @pytest.mark.parametrize("text, limit", [("2000", 2000), ("1", 1), (" 10 ", 10), ("all", None), ("ALL", None)])

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from conftest import QUIET_ENV, ROOT
-from recommender import publish
+from recommender.pipeline import publish
 from recommender.index import IndexUnusable
-from recommender.provision import download_index
-from recommender.publish import MAX_FILES, MAX_FOLDER_ENTRIES, PACKING
+from recommender.serve.provision import download_index
+from recommender.pipeline.publish import MAX_FILES, MAX_FOLDER_ENTRIES, PACKING
 
 SCRIPT = ROOT / "scripts" / "publish_index.py"
 spec = importlib.util.spec_from_file_location("publish_index", SCRIPT)
@@ -81,9 +81,10 @@ def files_of(index: Path) -> dict[str, str]:
             for path in sorted(index.rglob("*")) if path.is_file()}
 
 
-def test_a_published_index_downloads_as_the_same_index(built_index, hub, tmp_path, capsys, monkeypatch):
+@pytest.mark.fast
+def test_a_published_index_downloads_as_the_same_index(stand_in_index, hub, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(publish, "SHARD_ROWS", 10)  # 37 thumbnails: 4 shards to restore, as a large index has
-    index = built_index[0]
+    index = stand_in_index
     (hub.root / "images").mkdir()
     (hub.root / "images" / "0000000.jpg").write_bytes(b"left by an earlier upload of the plain folder")
     assert publish_index.main([str(index), "someone/fashion-index"]) == 0
@@ -127,11 +128,12 @@ DAMAGE = {
 }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_a_damaged_or_incomplete_download_replaces_nothing(built_index, hub, tmp_path, damage):
-    assert publish_index.main([str(built_index[0]), "someone/fashion-index"]) == 0
+def test_a_damaged_or_incomplete_download_replaces_nothing(stand_in_index, hub, tmp_path, damage):
+    assert publish_index.main([str(stand_in_index), "someone/fashion-index"]) == 0
     served = tmp_path / "served"
-    shutil.copytree(built_index[0], served)
+    shutil.copytree(stand_in_index, served)
     before = files_of(served)
     harm, message = DAMAGE[damage]
     harm(hub.root)
@@ -146,7 +148,7 @@ def test_a_damaged_or_incomplete_download_replaces_nothing(built_index, hub, tmp
 def synthetic_index(root: Path, count: int) -> Path:
     """An index of `count` products written by the build's own writer, with small synthetic vectors and one tiny
     JPEG as every thumbnail: the files a 44k index has, in seconds."""
-    from recommender.build import write_index
+    from recommender.pipeline.build import write_index
     from recommender.config import Settings
     from recommender.index import IndexFiles
 
@@ -181,9 +183,10 @@ def test_a_44k_index_publishes_as_a_handful_of_files_within_the_hub_limits(hub, 
     assert not list(tmp_path.glob(".publish-*"))
 
 
-def test_a_failed_upload_says_what_failed_and_what_to_do(built_index, offline):
+@pytest.mark.fast
+def test_a_failed_upload_says_what_failed_and_what_to_do(stand_in_index, offline):
     """The real upload, which this machine cannot make: the Hub is out of reach (conftest's refusing proxy)."""
-    result = subprocess.run([sys.executable, str(SCRIPT), str(built_index[0]), "someone/fashion-index"], cwd=ROOT,
+    result = subprocess.run([sys.executable, str(SCRIPT), str(stand_in_index), "someone/fashion-index"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300, env={**os.environ, **QUIET_ENV})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Could not create or find the Hub dataset repo 'someone/fashion-index'" in result.stderr

@@ -198,8 +198,8 @@ def test_killed_driver_resumes_from_what_was_embedded(many_catalog, many_index, 
 
 
 def test_the_app_and_the_default_build_never_import_ray(many_catalog, tmp_path):
-    code = ("import sys; sys.path.insert(0, 'scripts'); import app, recommender.search, recommender.build, "
-            "recommender.provision, build_index; assert 'ray' not in sys.modules, 'ray was imported'")
+    code = ("import sys; sys.path.insert(0, 'scripts'); import app, recommender.serve.search, recommender.pipeline.build, "
+            "recommender.serve.provision, build_index; assert 'ray' not in sys.modules, 'ray was imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={**os.environ, **QUIET_ENV})
     assert result.returncode == 0, result.stderr[-2000:]

@@ -29,12 +29,14 @@ def readme_command(section: str) -> str:
     return command
 
 
+@pytest.mark.fast
 def test_spaces_front_matter_matches_the_pinned_gradio():
     front_matter = README.split("---")[1]
     assert f"sdk_version: {pinned('gradio')}\n" in front_matter
     assert 'python_version: "3.11"' in front_matter and "app_file: app.py" in front_matter
 
 
+@pytest.mark.fast
 def test_the_suggested_hardware_is_a_spaces_flavor():
     from huggingface_hub import SpaceHardware
 
@@ -42,6 +44,7 @@ def test_the_suggested_hardware_is_a_spaces_flavor():
     assert hardware in {flavor.value for flavor in SpaceHardware}
 
 
+@pytest.mark.fast
 def test_every_binary_file_goes_through_lfs_as_the_hub_requires():
     """A Space refuses a push that holds a binary file outside LFS/Xet (.gitattributes)."""
     names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
@@ -54,6 +57,7 @@ def test_every_binary_file_goes_through_lfs_as_the_hub_requires():
     assert [line for line in attributes if not line.endswith(": filter: lfs")] == []
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("section", ["Run it", "Run the tests"])
 def test_the_readme_commands_need_no_python_on_path(section):
     command = readme_command(section)
@@ -63,12 +67,14 @@ def test_the_readme_commands_need_no_python_on_path(section):
     assert re.match(r"\./scripts/setup\.sh (app|test) && \.venv/bin/python ", command)
 
 
+@pytest.mark.fast
 def test_ci_runs_exactly_the_readme_test_command_with_the_distributions_python_alone():
     assert f"""{' '.join(FRESH)} HOME="$HOME" bash -c '{readme_command("Run the tests")}'""" in CI
     assert ".venv/bin/python -m pytest -m install" in CI  # the app command, below
     assert not [line for line in CI if re.match(r"(python|pip)\S* ", line)]  # the rest with the venv's Python
 
 
+@pytest.mark.fast
 def test_pytest_never_collects_from_the_venv_or_node_modules(request):
     patterns = request.config.getini("norecursedirs")
     for folder in (".venv", "node_modules"):

@@ -87,4 +87,4 @@ def test_mcp_configurations(app):
     assert re.fullmatch(r"https://<user>-<space>\.hf\.space/gradio_api/mcp/", space)
     assert local.replace(ADDRESS, app.url) == f"{app.url}/gradio_api/mcp/"  # the endpoint call_mcp speaks to
     tools, _ = call_mcp(app)
-    assert {tool.name for tool in tools} == {"recommend", "similar", "explain"}
+    assert {tool.name for tool in tools} == {"recommend", "similar", "explain", "refine"}

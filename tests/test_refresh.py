@@ -1,5 +1,5 @@
 """A rebuild into the folder a running app serves: the app moves to the new index between requests, and no answer
-fails or shows an image that cannot be fetched (recommender/refresh.py, the generations of recommender/index.py)."""
+fails or shows an image that cannot be fetched (recommender/serve/refresh.py, the generations of recommender/index/)."""
 
 import io
 import shutil
@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 from conftest import IMAGE_SIZE, run_build
 from PIL import Image
 
@@ -180,8 +181,8 @@ class Flipping:
 
 def test_a_handler_answers_wholly_from_the_index_current_when_it_started(recommender, built_index, tmp_path,
                                                                           monkeypatch):
-    from recommender.page import Page
-    from recommender.search import Recommender
+    from recommender.serve.page import Page
+    from recommender.serve.search import Recommender
 
     other = Recommender.load(shutil.copytree(built_index[0], tmp_path / "index"), embedder=recommender.embedder)
     page = Page(Flipping(recommender, other), photos=None)
@@ -196,8 +197,9 @@ def test_a_handler_answers_wholly_from_the_index_current_when_it_started(recomme
         assert len(used) > 1 and len({id(index) for index in used}) == 1
 
 
+@pytest.mark.fast
 def test_a_new_revision_of_the_index_repo_is_downloaded_once(tmp_path):
-    from recommender.refresh import update_from_repo
+    from recommender.serve.refresh import update_from_repo
 
     revisions, downloads = iter(["a1", "a1", "b2", "b2"]), []
     look = lambda: update_from_repo("someone/index", tmp_path / "index", latest=lambda: next(revisions),  # noqa: E731

@@ -1,4 +1,4 @@
-"""Filters, "more like this" and duplicate images, on an index built by the real build script."""
+"""Filters, "more like this" and duplicate images, on an index built by the real build pipeline (stand-in model)."""
 
 import io
 from itertools import product
@@ -6,8 +6,17 @@ from itertools import product
 import numpy as np
 import pytest
 
-from recommender.search import ANY, UnknownProduct
+from recommender.serve.search import ANY, UnknownProduct
 from synthetic_catalog import DUPLICATE_ID, DUPLICATE_OF
+
+pytestmark = pytest.mark.fast  # python -m pytest -m fast
+
+
+@pytest.fixture(scope="module")
+def recommender(stand_in_recommender):
+    """Filters, "more like this" and copies are the subject here, not the model: conftest's stand-in index, built
+    by the real build pipeline with a numpy function for the model."""
+    return stand_in_recommender
 
 
 def jpeg(image) -> bytes:

@@ -19,7 +19,7 @@ from app_process import ROOT, RunningApp
 from browser_page import CHROMIUM, CHROMIUM_ARGS, WAIT
 from fake_camera import frame_showing, jpeg
 from live_viewer import ScriptedViewer
-from recommender.page import LIVE_FORGET_SECONDS
+from recommender.serve.live import LIVE_FORGET_SECONDS
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import pytest
 
 from app_process import RunningApp
 from conftest import IMAGE_SIZE, run_build
-from recommender.catalog import CatalogUnavailable, Columns, load_catalog
+from recommender.columns import CatalogUnavailable, Columns
+from recommender.pipeline.catalog import load_catalog
 from synthetic_catalog import SHOP_COLUMNS, write_shop_table
 
 SHOP_FLAGS = ["--id-column", "SKU", "--image-column", "Photo file", "--name-column", "Title", "--link-column", "url",
@@ -100,7 +101,7 @@ def test_a_filter_on_a_shop_column_is_exact(shop, filters):
     """The app's answer is the brute-force top k of the products whose columns hold the filter's values."""
     from gradio_client import handle_file
 
-    from recommender.search import Recommender
+    from recommender.serve.search import Recommender
 
     recommender = Recommender.load(shop.index)
     photo = shop.table.parent / shop.rows["00020"]["Photo file"]
@@ -139,19 +140,20 @@ def test_the_page_has_the_shops_title_and_filters(shop):
     assert header.startswith("# Acme Outfitters\nOur own catalogue.")
 
 
+@pytest.mark.fast
 def test_links_to_the_shop_are_http_only_and_quoted():
-    from recommender.page import _links
-    from recommender.search import Result
+    from recommender.serve.outputs import links
+    from recommender.serve.search import Result
 
     def result(id, link):
         return Result(id=id, name='A "quoted" name', distance=0.0, similarity=1.0, image_path="", metadata={},
                       link=link)
 
-    text = _links([result("1", "https://shop.example/p/1?size=m&ref=(x) y"), result("2", "javascript:alert(1)"),
+    text = links([result("1", "https://shop.example/p/1?size=m&ref=(x) y"), result("2", "javascript:alert(1)"),
                    result("3", None)])
     shop_line = text.split("In the shop: ")[1]
     assert shop_line == "[1](https://shop.example/p/1?size=m&ref=%28x%29%20y \"A 'quoted' name\")"
-    assert "In the shop" not in _links([result("3", None)])
+    assert "In the shop" not in links([result("3", None)])
 
 
 # Refusals: each before any image is read, naming what exists and the flag to use.
@@ -171,6 +173,7 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
     (Columns(id="SKU", image="Photo file", filters=("Category", "colour")),
      "has no column 'colour' (--filter-columns)."),
 ])
+@pytest.mark.fast
 def test_a_missing_column_is_refused_naming_the_columns_and_the_flag(tmp_path, catalog_rows, columns, message):
     table = write_shop_table(tmp_path, "csv", catalog_rows[:2])
     for photo in (tmp_path / "photos").iterdir():
@@ -203,6 +206,7 @@ def test_the_cli_refuses_with_the_message_and_builds_nothing(tmp_path, catalog_r
     ("list.jsonl", '{"id": 1, "image": "a.jpg"}\n[2, "b.jpg"]\n', Columns(),
      "line 2: a JSON object per line is expected, not list."),
 ])
+@pytest.mark.fast
 def test_a_table_that_does_not_fit_is_refused_with_what_to_do(tmp_path, name, text, columns, message):
     table = write_csv(tmp_path / name, text, "latin-1" if "latin1" in name else "utf-8")
     with pytest.raises(CatalogUnavailable) as refused:
@@ -210,6 +214,7 @@ def test_a_table_that_does_not_fit_is_refused_with_what_to_do(tmp_path, name, te
     assert str(table) in str(refused.value) and message in str(refused.value)
 
 
+@pytest.mark.fast
 def test_a_comma_separated_table_with_a_bom_and_absolute_paths(tmp_path, catalog_rows):
     """As Excel's "CSV UTF-8" writes it: a byte-order mark, commas; photos named by absolute paths."""
     photo = tmp_path / "elsewhere" / "shirt.jpg"
@@ -222,11 +227,13 @@ def test_a_comma_separated_table_with_a_bom_and_absolute_paths(tmp_path, catalog
     assert catalog.columns.filters == () and catalog.total == 1
 
 
+@pytest.mark.fast
 def test_column_flags_on_an_image_folder_are_refused(catalog_folder):
     with pytest.raises(CatalogUnavailable, match="is a folder of images: the column flags"):
         load_catalog(str(catalog_folder), columns=Columns(id="sku"))
 
 
+@pytest.mark.fast
 def test_a_hub_datasets_columns_are_checked_before_any_image_is_downloaded(monkeypatch):
     """The dataset's features (from its card or files) are checked first; its rows, which would download the
     images, are never read."""
@@ -251,7 +258,7 @@ def test_a_hub_datasets_columns_are_checked_before_any_image_is_downloaded(monke
 def test_a_running_app_refuses_an_index_with_other_filters(tmp_path, catalog_parquet, catalog_rows, capsys):
     """The page's dropdowns and the API's parameters are made at start: a rebuild with other filter columns keeps
     the served index, and says why."""
-    from recommender.refresh import IndexHolder
+    from recommender.serve.refresh import IndexHolder
 
     out = tmp_path / "index"
     run = ["--weights", "random", "--image-size", str(IMAGE_SIZE), "--batch-size", "8", "--out", str(out)]

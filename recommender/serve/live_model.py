@@ -9,7 +9,7 @@ the app re-imported, and nothing from an index is unpickled. Before it answers a
 the app's (the embedder's identity: weights and their hash, seed, size, precision). It exits when the app does (its
 stdin closes).
 
-    python -m recommender.live_model SETTINGS_JSON IDENTITY_JSON   # what LiveModel starts
+    python -m recommender.serve.live_model SETTINGS_JSON IDENTITY_JSON   # what LiveModel starts
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .config import Settings  # noqa: E402
-from .embedder import DIMS  # noqa: E402
-from .images import ImageError  # noqa: E402
+from recommender.config import Settings  # noqa: E402
+from recommender.embedder import DIMS  # noqa: E402
+from recommender.images import ImageError  # noqa: E402
 
 __all__ = ["LiveModel", "LiveModelFailed"]
 
@@ -117,7 +117,7 @@ class LiveModel:
         return child
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "recommender.live_model", json.dumps(dataclasses.asdict(self.settings)),
+        return [sys.executable, "-m", "recommender.serve.live_model", json.dumps(dataclasses.asdict(self.settings)),
                 json.dumps(self.identity)]
 
     def _await_ready(self, child: _Child) -> None:
@@ -239,7 +239,7 @@ def _write(stream, tag: bytes, body: bytes) -> None:
 
 def serve(settings: Settings, identity: dict, requests, answers) -> None:
     """The child's loop: a frame's length and bytes in, its vector (or the error) out, until the input ends."""
-    from .embedder import Embedder
+    from recommender.embedder import Embedder
 
     try:
         embedder = Embedder(settings)

@@ -1,4 +1,4 @@
-// The photo picker's browser side (recommender/picker.py): a file, a paste, a drop or a camera snapshot is decoded and
+// The photo picker's browser side (recommender/serve/picker.py): a file, a paste, a drop or a camera snapshot is decoded and
 // scaled here, on the visitor's device, and only the scaled JPEG is sent, once. A phone's 12 MP photo (3-5 MB) goes
 // as ~0.1-0.6 MB; the server never sees the original. Runs as gr.HTML's js_on_load: `element`, `props`, `trigger`
 // and `upload` are Gradio's.

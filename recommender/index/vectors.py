@@ -1,28 +1,16 @@
-"""The index on disk: Annoy over PCA-reduced vectors for candidates, the exact vectors for re-ranking, items and
-images for the gallery; its generations, so that a new index replaces a served one without pulling files from
-under it."""
+"""The vectors' search: Annoy over PCA-reduced vectors for candidates, the exact stored vectors for re-ranking, and
+exact filtered search by lower bounds on the principal coordinates."""
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import os
-import shutil
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "IndexUnusable", "VectorIndex", "IndexFiles", "adopt", "hold", "load_cells",
-           "read_manifest", "remove_unheld", "swap_into_place"]
+from recommender.index.files import IndexFiles, IndexUnusable
 
-# 2: the manifest records each file's size and checksum; 3: Annoy over PCA-reduced vectors. cells.npy came later
-# and is optional (an index without it serves, explanations embed the product's thumbnail), so still 3.
-FORMAT_VERSION = 3
-MANIFEST = "manifest.json"
+__all__ = ["Projection", "SAME_IMAGE", "VectorIndex"]
+
 SAME_IMAGE = 1e-3  # vectors closer than this are one picture (a copy or a re-encoding): shown once
 PCA_SAMPLE = 50_000  # rows the principal axes are fitted on: more changes them little and costs seconds
 BOUND_DIMS = 64  # principal coordinates a filtered search scans: 256 MB at 1M rows, 43 ms a scan on one core
@@ -33,53 +21,6 @@ ROW_READ_COST = 10  # a row read on its own (a pread each) costs about as much a
 # (an estimate from one ad hoc timing at 1M rows, not a bench.py row; the choice only moves cost, never results)
 CHUNK = 65_536  # rows projected at once: a (CHUNK, 2048) float32 temporary is 512 MB
 
-
-class IndexUnusable(RuntimeError):
-    """The index is missing, damaged or was built with other settings; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class IndexFiles:
-    """Where each part of an index lives; every reader and writer goes through these names."""
-    root: Path
-
-    manifest = property(lambda self: self.root / MANIFEST)
-    vectors = property(lambda self: self.root / "vectors.npy")  # (n, dims) float32, L2-normalised
-    annoy = property(lambda self: self.root / "annoy.ann")  # euclidean Annoy index over the reduced rows
-    pca_mean = property(lambda self: self.root / "pca_mean.npy")  # (dims,) float32: subtracted before projecting
-    pca_axes = property(lambda self: self.root / "pca_axes.npy")  # (coarse_dims, dims) float32 principal axes
-    items = property(lambda self: self.root / "items.parquet")  # one row of metadata per vector row
-    probe = property(lambda self: self.root / "probe.npy")  # (dims,) embedding of embedder.probe_image
-    images = property(lambda self: self.root / "images")  # images/<row>.jpg, the gallery's thumbnails
-    # (n, dims) uint8, optional: per channel, the cell (row * grid + column) of the grid over the padded square
-    # image that its pooled value came from; recommender.explain splits a similarity over the cells with it
-    cells = property(lambda self: self.root / "cells.npy")
-    # (n, BOUND_DIMS) float32, optional: each row's first principal coordinates; their distances are lower bounds
-    # of the true ones, which makes a filtered search exact without multiplying every stored vector
-    coarse = property(lambda self: self.root / "coarse.npy")
-    # (n, 32) uint8, optional: sha256 of each row's catalog image bytes; a rebuild reuses the vector, cells and
-    # thumbnail of an image whose bytes it has already embedded (recommender.build)
-    hashes = property(lambda self: self.root / "hashes.npy")
-
-    def image(self, row: int) -> Path:
-        return self.images / f"{row:07d}.jpg"
-
-    @property
-    def checked(self) -> tuple[Path, ...]:
-        """The files every index has, whose size and sha256 the manifest records and a load verifies."""
-        return self.vectors, self.annoy, self.pca_mean, self.pca_axes, self.items, self.probe
-
-    @property
-    def optional(self) -> tuple[Path, ...]:
-        """Files an index may lack; the manifest records those it has, and a load verifies them."""
-        return self.cells, self.hashes, self.coarse
-
-    def fingerprint(self) -> dict:
-        """What the manifest records of the files: size and sha256 of each, count and bytes of the images."""
-        images = list(self.images.glob("*.jpg"))
-        present = [*self.checked, *(path for path in self.optional if path.exists())]
-        return {**{path.name: {"bytes": path.stat().st_size, "sha256": sha256(path)} for path in present},
-                "images": {"count": len(images), "bytes": sum(path.stat().st_size for path in images)}}
 
 
 class Projection:
@@ -96,8 +37,12 @@ class Projection:
             sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), PCA_SAMPLE, replace=False))]
         mean = sample.mean(axis=0, dtype=np.float64).astype(np.float32)  # float32: no 800 MB float64 copy
         centred = sample - mean
-        _, eigenvectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))  # ascending eigenvalues
-        axes = eigenvectors[:, ::-1][:, :coarse_dims].T
+        if len(centred) < centred.shape[1]:  # fewer rows than dims (a test's or a BUILD_LIMIT's index): the SVD of
+            # the (n, dims) rows costs milliseconds where the (dims, dims) eigh below takes seconds
+            axes = np.linalg.svd(centred.astype(np.float64), full_matrices=False)[2][:coarse_dims]  # descending
+        else:
+            _, eigenvectors = np.linalg.eigh((centred.T @ centred).astype(np.float64))  # ascending eigenvalues
+            axes = eigenvectors[:, ::-1][:, :coarse_dims].T
         return cls(mean, np.ascontiguousarray(axes, dtype=np.float32))
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
@@ -292,199 +237,6 @@ class VectorIndex:
                 limit = distances[position] + SAME_IMAGE if len(kept) == k else limit
         kept.sort()  # positions are in (distance, row) order
         return rows[kept], distances[kept]
-
-
-def load_cells(files: IndexFiles, manifest: dict) -> np.ndarray | None:
-    """cells.npy, memory-mapped: (count, dims) uint8; None for an index built without it (whose manifest, checked
-    by read_manifest, does not record it)."""
-    if files.cells.name not in manifest["files"]:
-        return None
-    count, dims = manifest["count"], manifest["embedder"]["dims"]
-    cells = np.load(files.cells, mmap_mode="r", allow_pickle=False)
-    if cells.shape != (count, dims) or cells.dtype != np.uint8:
-        raise IndexUnusable(f"{files.cells} holds {cells.shape} {cells.dtype} values, but the manifest says "
-                            f"{(count, dims)} uint8: the index is damaged; rebuild or re-download it.")
-    return cells
-
-
-def read_manifest(root: Path) -> dict:
-    files = IndexFiles(Path(root))
-    if not files.manifest.is_file():
-        raise IndexUnusable(f"No index at {files.root} ({MANIFEST} is missing). Build one with "
-                          f"`python scripts/build_index.py --out {files.root}` or set INDEX_REPO.")
-    try:
-        manifest = json.loads(files.manifest.read_text())
-    except (OSError, ValueError) as error:
-        raise IndexUnusable(f"{files.manifest} is not readable JSON ({error}): rebuild or re-download the index.") \
-            from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexUnusable(f"The index at {files.root} has format version {manifest.get('format_version')}; this "
-                          f"code reads version {FORMAT_VERSION}. Rebuild it with scripts/build_index.py.")
-    recorded = manifest.get("files") or {}
-    expected = [*files.checked, *(path for path in files.optional if path.name in recorded), files.images]
-    missing = [p.name for p in expected if not p.exists()]
-    if missing:
-        raise IndexUnusable(f"The index at {files.root} is incomplete: {', '.join(missing)} missing. "
-                            "Rebuild or re-download it.")
-    if not _verified_before(files):
-        _verify(files, recorded)
-        _record_verified(files)
-    return manifest
-
-
-def _verify(files: IndexFiles, recorded: dict) -> None:
-    """Compare every file with the manifest before anything is loaded: a truncated or altered file would
-    otherwise crash Annoy or return wrong neighbours."""
-    fix = "the index is damaged: rebuild or re-download it."
-    for path in (*files.checked, *(path for path in files.optional if path.name in recorded)):
-        expected = recorded.get(path.name) or {}
-        if path.stat().st_size != expected.get("bytes"):
-            raise IndexUnusable(f"{path} has {path.stat().st_size} bytes, the manifest says {expected.get('bytes')}: "
-                                + fix)
-        if sha256(path) != expected.get("sha256"):
-            raise IndexUnusable(f"{path} does not match its checksum in the manifest: " + fix)
-    images = list(files.images.glob("*.jpg"))
-    expected = recorded.get("images") or {}
-    if (len(images), sum(p.stat().st_size for p in images)) != (expected.get("count"), expected.get("bytes")):
-        raise IndexUnusable(f"{files.images} holds {len(images)} images, not the {expected.get('count')} the "
-                            "manifest records (or they were altered): " + fix)
-
-
-def _identities(files: IndexFiles) -> dict:
-    """What changes when a file is written, replaced or its folder's entries change: inode, size, modification and
-    change times (the change time cannot be set back from user space)."""
-    paths = [path for path in (*files.checked, *files.optional, files.manifest, files.images) if path.exists()]
-    return {path.name: [(stat := path.stat()).st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
-            for path in paths}
-
-
-def _stamp(files: IndexFiles) -> Path | None:
-    """Where a generation's verification is recorded (beside it: not an index file); None outside generations."""
-    root = files.root.resolve()
-    return root.with_name(root.name + ".verified.json") if root.parent.name.endswith(".generations") else None
-
-
-def _verified_before(files: IndexFiles) -> bool:
-    """Whether every file is the very one a full verification (or the build) saw: then its checksums need not be
-    computed again, which takes 5 s per 8 GB from the page cache and far more from a cold disk."""
-    stamp = _stamp(files)
-    try:
-        return stamp is not None and json.loads(stamp.read_text()) == json.loads(json.dumps(_identities(files)))
-    except (OSError, ValueError):
-        return False
-
-
-def _record_verified(files: IndexFiles) -> None:
-    stamp = _stamp(files)
-    if stamp is not None:
-        try:
-            stamp.write_text(json.dumps(_identities(files)))
-        except OSError:  # a read-only folder: every load verifies in full
-            pass
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def swap_into_place(built: Path, target: Path) -> None:
-    """Make the complete index in `built` the one at `target`, in one atomic step: `built` becomes a generation
-    folder, .<target>.generations/<time>, and `target` a symbolic link to it, replaced by a rename. A process that
-    resolved `target` before keeps its generation for as long as it holds it (`hold`); generations no process holds
-    are removed. `built` must just have been written or verified (the build, a download): its files' identities
-    are recorded, so loading it needs no full checksum."""
-    target = Path(target)
-    adopt(target)  # an index folder from before generations becomes one first: _link would move it onto `built`
-    generations = _generations(target)
-    generations.mkdir(parents=True, exist_ok=True)
-    generation = _new_generation(generations)
-    with _held(generation):  # until the link points at it: a cleanup racing this swap must not take it first
-        os.replace(built, generation)
-        _record_verified(IndexFiles(generation))
-        _link(target, generation)
-    remove_unheld(target)
-
-
-def adopt(target: Path) -> Path:
-    """The generation folder `target` serves, turning an index folder from before generations into one (so that a
-    later swap cannot move its files under a reader)."""
-    target = Path(target)
-    generations = _generations(target)
-    # a folder to adopt, or none because another process is moving it into a generation now: wait for that one
-    if not target.is_symlink() and (target.is_dir() or generations.is_dir()):
-        generations.mkdir(parents=True, exist_ok=True)
-        with open(generations / ".adopt.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one process at a time: two would each link a generation of their own
-            if target.is_dir() and not target.is_symlink():  # not adopted by another process meanwhile
-                generation = _new_generation(generations)
-                with _held(generation):  # _link moves the folder there before it links it: not to be removed
-                    _link(target, generation)
-    return target.resolve()
-
-
-def hold(generation: Path):
-    """Keep `generation` from removal while the returned lock is open (close it to let go); None if it was removed
-    meanwhile. A shared lock: any number of processes may hold one generation."""
-    lock = open(generation.with_name(generation.name + ".lock"), "a")
-    fcntl.flock(lock, fcntl.LOCK_SH)  # waits while remove_unheld decides about this generation
-    if generation.is_dir():
-        return lock
-    lock.close()
-    return None
-
-
-def remove_unheld(target: Path) -> None:
-    """Remove the generations of `target` that are not current and that no process holds."""
-    target = Path(target)
-    generations = _generations(target)
-    if not generations.is_dir():
-        return
-    for path in generations.iterdir():
-        if not path.is_dir():
-            continue
-        with open(path.with_name(path.name + ".lock"), "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # an app still answers from it, or may show its images, or a swap links it
-                continue
-            # Which one is current is read now, under the lock, not once before the loop: another process's swap
-            # may have linked this one since. No swap can link it from here on: a swap holds its generation
-            # (_held) from before the folder exists until the link points at it.
-            if path.resolve() == target.resolve():  # both absolute: `target` may be relative, as INDEX_DIR's default
-                continue
-            shutil.rmtree(path, ignore_errors=True)
-            for extra in (".verified.json", ".lock"):
-                path.with_name(path.name + extra).unlink(missing_ok=True)
-
-
-@contextmanager
-def _held(generation: Path):
-    """A shared lock on `generation`, as `hold` takes, but taken before the folder exists (its name is new)."""
-    with open(generation.with_name(generation.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)
-        yield
-
-
-def _generations(target: Path) -> Path:
-    return target.with_name(f".{target.name}.generations")
-
-
-def _new_generation(generations: Path) -> Path:
-    return generations / f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}"
-
-
-def _link(target: Path, generation: Path) -> None:
-    """Point `target` at `generation`; an index folder in the way (from before generations) becomes `generation`."""
-    if target.is_dir() and not target.is_symlink():
-        os.replace(target, generation)  # the one moment `target` is missing: once, on the first swap
-    link = target.with_name(f".{target.name}.link-{os.getpid()}")
-    link.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(generation, target.parent), link)  # relative: the parent folder may move
-    os.replace(link, target)
 
 
 def _project(projection: Projection, vectors: np.ndarray, dims: int) -> np.ndarray:

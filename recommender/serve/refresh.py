@@ -4,20 +4,20 @@ download) between requests, and lets the old one go only after its gallery files
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import time
 from pathlib import Path
 
-from .index import IndexUnusable, adopt, hold, remove_unheld
-from .search import Recommender
+from recommender.index import IndexUnusable, adopt, hold, remove_unheld
+from recommender.serve.environment import ENV
+from recommender.serve.search import Recommender
 
 __all__ = ["IndexHolder", "follow_repo", "update_from_repo"]
 
 # A page asks for its gallery's images as soon as it shows them; minutes cover a slow phone and a reloaded tab.
-GRACE_SECONDS = float(os.environ.get("INDEX_GRACE_SECONDS", "300"))
+GRACE_SECONDS = ENV.index_grace_seconds
 CHECK_SECONDS = 1.0  # between looks at the index link (one readlink): a new index serves within about a second
-REPO_CHECK_MINUTES = float(os.environ.get("INDEX_REPO_CHECK_MINUTES", "10"))  # one small Hub API call each; 0: never
+REPO_CHECK_MINUTES = ENV.index_repo_check_minutes  # one small Hub API call each; 0: never
 
 
 class IndexHolder:
@@ -96,7 +96,7 @@ def update_from_repo(repo_id: str, index_dir: Path, latest=None, download=None) 
     """One look at the Hub repo `repo_id`: download its newest revision into `index_dir` (a new generation, which an
     IndexHolder then serves) unless it is the one already there. The revision downloaded is remembered beside the
     index (.<name>.revision). True if it downloaded."""
-    from .provision import download_index
+    from recommender.serve.provision import download_index
 
     index_dir = Path(index_dir)
     remembered = index_dir.with_name(f".{index_dir.name}.revision")

@@ -1,37 +1,35 @@
-"""Build an index: catalog -> decode and resize (worker threads) -> embed (batches) -> write, then swap in. An image
-whose bytes the index already at the destination holds (same model) is not embedded again: its vector is reused."""
+"""Build an index: catalog -> engine (decode, resize, embed: engines) -> keep or skip, thumbnails, checkpoint (here,
+for every engine) -> write, then swap in. An image whose bytes the index already at the destination holds (same
+model) is not embedded again: its vector is reused."""
 
 from __future__ import annotations
 
 import errno
-import hashlib
-import io
 import json
-import os
 import time
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .catalog import Catalog, Columns, Product
-from .checkpoint import Checkpoint
-from .config import Settings
-from .embedder import Embedder, probe_image
-from .images import ImageError, fit_square, to_rgb
-from .index import (FORMAT_VERSION, IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest,
-                    swap_into_place)
+from recommender.columns import Columns
+from recommender.config import Settings
+from recommender.embedder import Embedder, probe_image
+from recommender.index import (FORMAT_VERSION, IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest,
+                               swap_into_place)
+from recommender.pipeline.catalog import Catalog
+from recommender.pipeline.checkpoint import Checkpoint
+from recommender.pipeline.engines import THUMBNAIL_SIDE, EmbeddedRow, Engine, InProcessEngine
 
 __all__ = ["BuildFailed", "BuildSummary", "build_index", "write_index"]
 
-THUMBNAIL_SIDE = 256  # gallery thumbnails: enough for a phone screen, small enough to ship 44k of them
 WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}  # the disk, not the data
-BATCHES_AHEAD = 2  # prepared batches waiting for the model: keeps it busy without holding the catalog in memory
 
 
 class BuildFailed(RuntimeError):
@@ -64,16 +62,6 @@ class BuildSummary:
 
 
 @dataclass
-class _Prepared:
-    product: Product
-    pixels: np.ndarray | None = None  # (size, size, 3) uint8 for the model
-    thumbnail: bytes | None = None  # JPEG for the gallery
-    problem: str | None = None  # why it is skipped
-    digest: bytes | None = None  # sha256 of the image's bytes
-    reused: int | None = None  # its row in the previous index, whose vector and thumbnail it takes
-
-
-@dataclass
 class _Previous:
     """The index a build replaces, made by the same embedder: vectors it need not compute again."""
     files: IndexFiles
@@ -82,18 +70,27 @@ class _Previous:
     cells: np.ndarray  # (n, dims) uint8, memory-mapped
 
 
+@dataclass
+class _Reused:
+    """What a row whose image bytes the previous index holds takes from there instead of being embedded."""
+    row: int  # its row in the previous index: its vector and cells
+    thumbnail: bytes  # the same bytes give the same thumbnail
+
+
 def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int = 32,
                 embedder: Embedder | None = None, progress: bool = True, reuse: bool = True,
-                engine=None) -> BuildSummary:
+                engine: Engine | None = None) -> BuildSummary:
     """Embed every product of `catalog` and write a complete index to `out`, replacing any index there only
     once the new one is whole. Unreadable images and rows without an id are skipped and counted. With `reuse`,
     an image whose bytes the index at `out` holds (built by the same embedder) takes its vector, cells and
     thumbnail from there instead of being decoded and embedded: a rebuild after a few rows changed embeds those.
+    `engine` embeds the rows (recommender.pipeline.engines.Engine; default: in this process).
 
     Each embedded batch is saved in a staging folder beside `out`; if the build is killed or fails, running it
     again with the same catalog and settings resumes from there."""
     started = time.perf_counter()
     embedder = embedder or Embedder(settings)
+    engine = engine or InProcessEngine()
     out = Path(out)
     files = IndexFiles(out.with_name(f".{out.name}.building"))
     # parts saved by a build before cells were kept have none: "cells" makes such a build start over
@@ -107,14 +104,22 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
         if saved.consumed:
             print(f"Resuming: {saved.consumed} catalog rows were embedded or skipped before.", flush=True)
         embedder.embed(probe_image(embedder.size)[None])  # traces the model (1 s) before images/s is timed
-        embedding_started = time.perf_counter()
-        previous = _previous_index(out, embedder) if reuse else None
-        embed_catalog = engine or _embed_catalog  # engine: another embedding stage (recommender.ray_engine)
-        embedded_now = embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress,
-                                     previous)
+        embedding_started, resumed_at = time.perf_counter(), saved.consumed
+        keeper = _Keeper(files, checkpoint, _previous_index(out, embedder) if reuse else None)
+        rows = engine.rows(catalog, embedder, saved.consumed, batch_size, keeper.known if keeper.previous else None)
+        bar = tqdm(total=catalog.total, initial=saved.consumed, unit="img", desc=engine.label,
+                   disable=not progress, smoothing=0.1)
+        with closing(rows), bar:  # closing: an engine's threads or Ray stop with the build, even when it fails
+            for batch in _batches(rows, batch_size, first=saved.consumed):
+                keeper.save(batch)
+                bar.update(len(batch))
+                if saved.skipped:
+                    bar.set_postfix(skipped=len(saved.skipped))
+        summary.embedded, summary.reused = keeper.embedded, keeper.reused
         summary.embed_seconds = time.perf_counter() - embedding_started
-        summary.images_per_second = embedded_now / summary.embed_seconds if summary.embed_seconds else 0.0
-        summary.skipped, summary.skipped_ids = Checkpoint.skip_counts(saved)
+        read_now = saved.consumed - resumed_at
+        summary.images_per_second = read_now / summary.embed_seconds if summary.embed_seconds else 0.0
+        summary.skipped, summary.skipped_ids = checkpoint.skip_counts()
         items = saved.items
         summary.indexed = len(items)
         if not items:
@@ -140,6 +145,61 @@ def build_index(catalog: Catalog, settings: Settings, out: Path, batch_size: int
                           "command resumes from what was already embedded.") from None
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _batches(rows: Iterator[EmbeddedRow], batch_size: int, first: int) -> Iterator[list[EmbeddedRow]]:
+    """The engine's rows in checkpoint batches of `batch_size`, from catalog row `first` on, checked to be in order:
+    a row out of place would give one product another's vector."""
+    while batch := list(islice(rows, batch_size)):
+        if [row.number for row in batch] != list(range(first, first + len(batch))):
+            raise RuntimeError(f"The engine returned rows {[row.number for row in batch]} where rows {first} to "
+                               f"{first + len(batch) - 1} were due: engines yield rows in catalog order.")
+        first += len(batch)
+        yield batch
+
+
+class _Keeper:
+    """The pipeline after the engine: keeps or skips each row, in catalog order, takes a reused row's vector from the
+    previous index, writes the kept rows' thumbnails and saves each batch to the checkpoint."""
+
+    def __init__(self, files: IndexFiles, checkpoint: Checkpoint, previous: _Previous | None):
+        self.files, self.checkpoint, self.previous = files, checkpoint, previous
+        self.seen_ids = {item["id"] for item in checkpoint.progress.items}  # a duplicate id is skipped
+        self.embedded = self.reused = 0  # kept rows this run embedded / took from the previous index
+
+    def known(self, digest: bytes) -> _Reused | None:
+        """The engine's look-up (engines.Known), run where it would decode: reading the old thumbnail there costs
+        what decoding it would."""
+        row = self.previous.rows.get(digest)
+        if row is None:
+            return None
+        try:
+            return _Reused(row, self.previous.files.image(row).read_bytes())
+        except OSError:
+            return None  # gone from the previous index since it was opened: decode and embed it again
+
+    def save(self, batch: list[EmbeddedRow]) -> None:
+        kept, skipped = [], []
+        for row in batch:
+            problem = row.problem
+            if problem is None and row.id in self.seen_ids:
+                problem = "duplicate id"  # the first row with an id that could be indexed keeps it
+            if problem:
+                skipped.append((problem, row.id))
+                continue
+            self.seen_ids.add(row.id)
+            kept.append(row)
+        for number, row in enumerate(kept, start=len(self.checkpoint.progress.items)):
+            self.files.image(number).write_bytes(row.known.thumbnail if row.known else row.thumbnail)
+        vectors = cells = None
+        if kept:  # (n, dims) float32 and uint8, in row order
+            vectors = np.stack([self.previous.vectors[row.known.row] if row.known else row.vector for row in kept])
+            cells = np.stack([self.previous.cells[row.known.row] if row.known else row.cells for row in kept])
+        self.checkpoint.save(rows_read=len(batch), items=[{"id": row.id, **row.metadata} for row in kept],
+                             vectors=vectors, cells=cells, skipped=skipped,
+                             hashes=[row.digest.hex() if row.digest else None for row in kept])
+        reused = sum(row.known is not None for row in kept)
+        self.reused, self.embedded = self.reused + reused, self.embedded + len(kept) - reused
 
 
 def _previous_index(out: Path, embedder: Embedder) -> _Previous | None:
@@ -171,57 +231,6 @@ def _digests(hashes: list) -> np.ndarray | None:
     return np.frombuffer(b"".join(bytes.fromhex(digest) for digest in hashes), np.uint8).reshape(-1, 32)
 
 
-def _embed_catalog(catalog, embedder, files, checkpoint, saved, batch_size, summary, progress, previous) -> int:
-    """Embed the catalog rows after those `saved` holds, saving each batch; returns the rows read now."""
-    seen_ids = {item["id"] for item in saved.items}
-    rows = islice(catalog.rows, saved.consumed, None)
-    bar = tqdm(total=catalog.total, initial=saved.consumed, unit="img", desc="Embedding", disable=not progress,
-               smoothing=0.1)
-    read_now = 0
-    with bar, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as workers:
-        for batch in _prepared_batches(rows, embedder.size, workers, batch_size, previous):
-            accepted, skipped = [], []
-            for prepared in batch:
-                product_id = prepared.product.id
-                if prepared.problem is None and product_id in seen_ids:
-                    prepared.problem = "duplicate id"
-                if prepared.problem:
-                    skipped.append((prepared.problem, product_id))
-                    continue
-                seen_ids.add(product_id)
-                accepted.append(prepared)
-            vectors, cells = _vectors_of(accepted, embedder, previous)
-            for row, prepared in enumerate(accepted, start=len(saved.items)):
-                files.image(row).write_bytes(prepared.thumbnail)
-            checkpoint.save(saved, vectors, cells, [{"id": p.product.id, **p.product.metadata} for p in accepted],
-                            skipped, len(batch), hashes=[p.digest.hex() if p.digest else None for p in accepted])
-            summary.reused += sum(p.reused is not None for p in accepted)
-            summary.embedded += sum(p.reused is None for p in accepted)
-            read_now += len(batch)
-            bar.update(len(batch))
-            if saved.skipped:
-                bar.set_postfix(skipped=len(saved.skipped))
-    return read_now
-
-
-def _vectors_of(accepted: list[_Prepared], embedder: Embedder, previous: _Previous | None):
-    """(n, dims) float32 vectors and (n, dims) uint8 cells of the accepted rows, in order: those the previous index
-    holds copied from it, the others embedded in one model call; (None, None) for no rows."""
-    if not accepted:
-        return None, None
-    fresh = [i for i, p in enumerate(accepted) if p.reused is None]
-    if len(fresh) == len(accepted):
-        return embedder.embed_with_cells(np.stack([p.pixels for p in accepted]))
-    kept = [i for i, p in enumerate(accepted) if p.reused is not None]
-    old_rows = [accepted[i].reused for i in kept]
-    vectors = np.empty((len(accepted), previous.vectors.shape[1]), np.float32)
-    cells = np.empty((len(accepted), previous.cells.shape[1]), np.uint8)
-    vectors[kept], cells[kept] = previous.vectors[old_rows], previous.cells[old_rows]
-    if fresh:
-        vectors[fresh], cells[fresh] = embedder.embed_with_cells(np.stack([accepted[i].pixels for i in fresh]))
-    return vectors, cells
-
-
 def write_index(files: IndexFiles, vectors: np.ndarray, items: list[dict], embedder: Embedder, settings: Settings,
                 source: dict, skipped: dict, cells: np.ndarray | None = None,
                 hashes: np.ndarray | None = None) -> VectorIndex:
@@ -250,49 +259,6 @@ def _remove_extra_images(files: IndexFiles, count: int) -> None:
     for path in files.images.glob("*.jpg"):
         if int(path.stem) >= count:
             path.unlink()
-
-
-def _prepared_batches(products, size: int, workers: ThreadPoolExecutor, batch_size: int, previous=None):
-    """Batches of decoded, resized products, decoded in `workers` while the model embeds earlier batches."""
-    products = iter(products)
-    pending = deque()
-    while chunk := list(islice(products, batch_size)):
-        pending.append([workers.submit(_prepare, product, size, previous) for product in chunk])
-        if len(pending) > BATCHES_AHEAD:
-            yield [future.result() for future in pending.popleft()]
-    while pending:
-        yield [future.result() for future in pending.popleft()]
-
-
-def _prepare(product: Product, size: int, previous: _Previous | None = None) -> _Prepared:
-    if product.id is None or product.id == "":
-        return _Prepared(product, problem="no id")
-    digest = _content_digest(product)
-    if previous is not None and digest in previous.rows:
-        row = previous.rows[digest]
-        try:  # the same bytes give the same thumbnail: no decoding, no model
-            return _Prepared(product, thumbnail=previous.files.image(row).read_bytes(), digest=digest, reused=row)
-        except OSError:
-            pass  # gone from the previous index since it was opened: decode and embed it again
-    try:
-        image = to_rgb(product.image)
-    except ImageError as error:
-        return _Prepared(product, problem=error.reason)
-    pixels = fit_square(image, size)
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return _Prepared(product, pixels=pixels, thumbnail=buffer.getvalue(), digest=digest)
-
-
-def _content_digest(product: Product) -> bytes | None:
-    """sha256 of the image's encoded bytes (what an embedding is remembered by); None if there are none to read."""
-    if product.image_bytes is not None:
-        return hashlib.sha256(product.image_bytes).digest()
-    try:
-        return hashlib.sha256(Path(product.image_path).read_bytes()).digest() if product.image_path else None
-    except OSError:
-        return None  # to_rgb says what is wrong with the file
 
 
 def _write_items(files: IndexFiles, items: list[dict], fields) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from .index import IndexFiles, IndexUnusable, read_manifest, sha256
+from recommender.index import IndexFiles, IndexUnusable, read_manifest, sha256
 
 __all__ = ["PublishFailed", "hub_limits", "pack", "publish", "unpack"]
 

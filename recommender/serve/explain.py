@@ -10,7 +10,7 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .images import fit_square, to_rgb
+from recommender.images import fit_square, to_rgb
 
 __all__ = ["Explainer", "Explanation", "View", "cell_boxes", "contributions", "overlay", "query_embedder",
            "query_picture"]

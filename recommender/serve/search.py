@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Columns
-from .config import Settings
-from .embedder import Embedder, probe_image
-from .index import IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest
+from recommender.columns import Columns
+from recommender.config import Settings
+from recommender.embedder import Embedder, probe_image
+from recommender.index import SAME_IMAGE, IndexFiles, IndexUnusable, VectorIndex, load_cells, read_manifest
 
 __all__ = ["MAX_K", "Recommender", "Result", "UnknownProduct"]
 
@@ -46,7 +46,7 @@ class Recommender:
     def __init__(self, index: VectorIndex, items: "Items", files: IndexFiles, manifest: dict,
                  embedder: Embedder, cells: np.ndarray | None = None):
         self.index, self.items, self.files, self.manifest, self.embedder = index, items, files, manifest, embedder
-        self.cells = cells  # (n, dims) uint8 or None: where each vector's maxima were (recommender.explain)
+        self.cells = cells  # (n, dims) uint8 or None: where each vector's maxima were (recommender.serve.explain)
         self.candidates = manifest["index"]["candidates"]
         self.search_k = manifest["index"]["search_k"]
         # one dict of ids (about 130 MB and 0.5 s at 1M products), the rest of the metadata stays columnar
@@ -137,6 +137,34 @@ class Recommender:
         never the product itself (nor copies of its image)."""
         row = self.row_of(product_id)
         return self.nearest(self.index.rows([row])[0], k, self.matching_rows(filters), skip_query=True)
+
+    def refine(self, query: np.ndarray | None, like=(), unlike=(), k: int = 8, filters: dict | None = None,
+               query_product: str | None = None) -> list[Result]:
+        """Steering by example: the `k` products nearest to `query` (a photo's vector, or None for the marks alone)
+        moved toward the stored vectors of the `like` products and away from those of `unlike` (product ids;
+        recommender.serve.feedback), among `filters`, exactly within them. An unliked product is never returned,
+        nor `query_product` (a catalog product used as the query: its stored vector is the query) or a copy of it.
+        Raises UnknownProduct for an id the catalog does not hold, feedback.NothingToRefine when nothing says
+        what to look for."""
+        from recommender.serve.feedback import refined_query
+
+        rows = self.matching_rows(filters)  # a bad filter or id is refused before anything is searched
+        liked, unliked = ([self.row_of(i) for i in ids] for ids in (like, unlike))
+        skipped = None
+        if query_product is not None:
+            row = self.row_of(query_product)
+            query = skipped = self.index.rows([row])[0]
+            unliked.append(row)
+        vector = refined_query(query, self.index.rows(liked), self.index.rows(unliked))
+        k = int(min(max(int(k), 1), MAX_K))
+        if rows is not None and len(rows) == 0:
+            return []
+        excluded = set(unliked)
+        found, distances = self.index.search(vector, k + len(excluded), self.candidates, self.search_k, rows=rows)
+        keep = np.array([row not in excluded for row in found.tolist()], dtype=bool)
+        if skipped is not None and keep.any():  # the query product's copies: the same picture under other ids
+            keep &= np.linalg.norm(self.index.rows(found) - skipped, axis=1) >= SAME_IMAGE
+        return [self._result(int(row), float(distance)) for row, distance in zip(found[keep][:k], distances[keep][:k])]
 
     def product(self, product_id: str) -> Result:
         """The catalog product `product_id`, as a result at distance 0."""

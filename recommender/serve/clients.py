@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from collections import Counter
+
+from recommender.serve.environment import ENV
 
 __all__ = ["CLIENT_EVENTS", "CLIENT_STREAMS", "client_address", "limit_events_per_client", "proxy_hops",
            "serve_clients_in_turn", "slow_refusal"]
 
-# Events one address may have waiting or running at once: a page's click on a result runs two ("more like this" and
-# "Why this match?"), and a filter changed while a search runs one more. Past it, a request is refused at once.
-# MAX_EVENTS_PER_CLIENT raises it where many people share one address (an office behind one NAT, a load test).
-CLIENT_EVENTS = int(os.environ.get("MAX_EVENTS_PER_CLIENT", "3"))
-CLIENT_STREAMS = int(os.environ.get("MAX_STREAMS_PER_CLIENT", "1"))  # live streams (each holds a slot for minutes)
+CLIENT_EVENTS = ENV.max_events_per_client  # events one address may have waiting or running at once
+CLIENT_STREAMS = ENV.max_streams_per_client  # live streams (each holds a slot for minutes)
 # A refusal is answered after this many seconds. A flood's loop retries the moment it is refused: answered at once,
 # one address's 48 connections had over 500 requests a second refused, each an HTTP request, an upload and a queue
 # call, and those took the cores from the other visitors' searches (docs/reliability.md). Waiting costs the app a
 # sleeping coroutine, and slows only a client that is already over its share.
-REFUSAL_SECONDS = float(os.environ.get("REFUSAL_SECONDS", "1"))
+REFUSAL_SECONDS = ENV.refusal_seconds
 REFUSALS_HELD = 512  # refusals waiting at once (each holds a connection); past it they are answered at once
 
 
 def proxy_hops() -> int:
     """Proxies in front of the app whose X-Forwarded-For entries are trusted: TRUSTED_PROXY_HOPS, else one on a
     Space (SPACE_ID is set there) and none elsewhere."""
-    default = "1" if os.environ.get("SPACE_ID") else "0"
-    return int(os.environ.get("TRUSTED_PROXY_HOPS", default))
+    return ENV.trusted_proxy_hops
 
 
 def client_address(headers, peer: str | None, hops: int) -> str:

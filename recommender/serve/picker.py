@@ -5,7 +5,7 @@ Gradio's own image editor sends a phone photo as two full-size PNGs, several tim
 which the upload limit refuses, and spends seconds drawing it in the browser; a plain gr.Image sends the original
 bytes and has no crop. So the picker is a gr.HTML component with its own script: the browser decodes the photo
 (EXIF orientation applied), keeps a copy at most WORK_SIDE across for crops, and uploads at most SEND_SIDE across
-through Gradio's upload route (recommender.photos.InMemoryUploads holds it in memory). It then fires its "input"
+through Gradio's upload route (recommender.serve.uploads.InMemoryUploads holds it in memory). It then fires its "input"
 event with the upload's path in the event's data: the handler takes the photo from the upload store by that path.
 A file the browser cannot draw (HEIC, TIFF, or not an image) is sent as it is, up to the upload limit, and the
 server decodes it or says why not.

@@ -7,34 +7,21 @@ from __future__ import annotations
 import csv
 import glob
 import json
-import keyword
-import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-__all__ = ["CatalogUnavailable", "Catalog", "Columns", "Product", "METADATA_FIELDS", "load_catalog"]
+from recommender.columns import METADATA_FIELDS, CatalogUnavailable, Columns
 
-# The Hub dataset's metadata columns, in its own names: the default schema, and the fields of an image folder.
-METADATA_FIELDS = ("gender", "masterCategory", "subCategory", "articleType", "baseColour",
-                   "season", "year", "usage", "productDisplayName")
-# The default schema's filters keep the API parameter names and labels they had before filters came from the index.
-DEFAULT_FILTERS = {"gender": ("gender", "Gender"), "articleType": ("article_type", "Article type"),
-                   "baseColour": ("colour", "Colour")}  # column -> (parameter, label)
-RESULT_KEYS = ("id", "name", "link", "price", "distance", "similarity")  # what every result has besides its fields
-NOT_PARAMETERS = {"image", "k", "id", "product_id", "api_name", "fn_index", "result_callbacks"}  # taken in the API
+if TYPE_CHECKING:
+    from recommender.pipeline.parquet import ParquetLayout
+
+__all__ = ["Catalog", "Product", "load_catalog"]
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-FLAGS = {"id": "--id-column", "image": "--image-column", "name": "--name-column", "link": "--link-column",
-         "price": "--price-column"}
-
-
-class CatalogUnavailable(RuntimeError):
-    """The catalog could not be opened; the message says what failed and what to do."""
-
-
 @dataclass
 class Product:
     id: str
@@ -47,86 +34,13 @@ class Product:
         return self.image_bytes if self.image_bytes is not None else self.image_path
 
 
-@dataclass(frozen=True)
-class Columns:
-    """Which column of a catalog table holds what, as clip-retrieval's --url_col/--caption_col say it; the defaults
-    are the Hub dataset's schema. `resolve` checks them against a table's own columns, before any image is read,
-    and fills in `fields`: every column but the id and the image, kept for each product under its own name."""
-    id: str = "id"
-    image: str = "image"
-    name: str | None = None  # None: productDisplayName where the table has it, else results are named by id
-    link: str | None = None  # the product's page in the shop
-    price: str | None = None
-    filters: tuple[str, ...] | None = None  # None: those of gender, articleType, baseColour the table has
-    fields: tuple[str, ...] = ()
-
-    @property
-    def is_default(self) -> bool:
-        return replace(self, fields=()) == Columns()
-
-    def resolve(self, available: list[str], where: str) -> "Columns":
-        """These columns checked against `available` (a table's, in its order); CatalogUnavailable names the
-        columns that exist and the flag to use when one is missing."""
-        available = list(available)
-        wanted = [(FLAGS[role], getattr(self, role)) for role in FLAGS if getattr(self, role)]
-        wanted += [("--filter-columns", name) for name in self.filters or ()]
-        for flag, name in wanted:
-            if name not in available:
-                raise CatalogUnavailable(f"{where} has no column '{name}' ({flag}). Its columns are: "
-                                         f"{', '.join(available) or 'none'}. Name the right one with {flag}.")
-        name = self.name or ("productDisplayName" if "productDisplayName" in available else None)
-        filters = self.filters if self.filters is not None else tuple(c for c in DEFAULT_FILTERS if c in available)
-        fields = tuple(c for c in available if c not in (self.id, self.image))
-        resolved = replace(self, name=name, filters=tuple(filters), fields=fields)
-        roles = {"id": self.id, "name": name, "link": self.link, "price": self.price}
-        for key in RESULT_KEYS:  # a column under a result key's name would be hidden by that key in every result
-            if key in fields and roles.get(key) != key:
-                role = f" (from {FLAGS[key]} {roles[key]})" if roles.get(key) else ""
-                raise CatalogUnavailable(f"{where}: its column '{key}' would be hidden by each result's own "
-                                         f"'{key}'{role}. Rename the column, or map it with {FLAGS.get(key, 'a flag')}.")
-        try:
-            resolved.filter_parameters()  # refuses names the API cannot take
-        except CatalogUnavailable as error:
-            raise CatalogUnavailable(f"{where}: {error}") from None
-        return resolved
-
-    def filter_parameters(self) -> list[dict]:
-        """One API parameter per filter column: {"column", "parameter", "label"}. The default schema's columns keep
-        their old parameters (gender, article_type, colour); another column's parameter is its name in lower
-        case with every run of other characters than letters and digits made "_"."""
-        parameters = []
-        for column in self.filters or ():
-            parameter, label = DEFAULT_FILTERS.get(column) or (
-                re.sub(r"\W+", "_", column).strip("_").lower(), column.replace("_", " ").strip().capitalize())
-            if not parameter.isidentifier() or keyword.iskeyword(parameter) or parameter in NOT_PARAMETERS or \
-                    parameter in (p["parameter"] for p in parameters):
-                raise CatalogUnavailable(
-                    f"The filter column '{column}' cannot be an API parameter (as '{parameter}': "
-                    f"{'taken' if parameter.isidentifier() else 'not a name'}). Rename the column: letters, digits "
-                    f"and '_', starting with a letter, none of {', '.join(sorted(NOT_PARAMETERS))}.")
-            parameters.append({"column": column, "parameter": parameter, "label": label})
-        return parameters
-
-    def to_manifest(self) -> dict:
-        return {"id": self.id, "image": self.image, "name": self.name, "link": self.link, "price": self.price,
-                "filters": self.filter_parameters(), "fields": list(self.fields)}
-
-    @classmethod
-    def from_manifest(cls, recorded: dict | None) -> "Columns":
-        """The mapping an index was built with; an index built before mappings existed has the default schema."""
-        if not recorded:
-            return cls(name="productDisplayName", filters=tuple(DEFAULT_FILTERS), fields=METADATA_FIELDS)
-        return cls(id=recorded["id"], image=recorded["image"], name=recorded["name"], link=recorded["link"],
-                   price=recorded["price"], filters=tuple(f["column"] for f in recorded["filters"]),
-                   fields=tuple(recorded["fields"]))
-
-
 @dataclass
 class Catalog:
     rows: Iterator[Product]
     total: int | None  # for the progress bar; None when the source does not say
     source: dict = field(default_factory=dict)  # recorded in the manifest; source["columns"]: the mapping
     columns: Columns = field(default_factory=lambda: Columns.from_manifest(None))
+    parquet: ParquetLayout | None = None  # a parquet catalog's row groups: what --engine ray splits among workers
 
 
 def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
@@ -137,8 +51,11 @@ def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
 
     datasets.logging.set_verbosity_error()
     columns = columns or Columns()
+    from recommender.pipeline.parquet import parquet_files  # parquet imports this module: imported once it is
+
     path = Path(dataset).expanduser()
-    if path.is_dir() and not _parquet_files(path):
+    layout = None
+    if path.is_dir() and not parquet_files(dataset):
         if not columns.is_default:
             raise CatalogUnavailable(f"{path} is a folder of images: the column flags (--id-column, ...) name the "
                                      "columns of a table. Give a CSV, JSON Lines or parquet file that lists the "
@@ -148,7 +65,7 @@ def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
     elif path.suffix.lower() in TABLE_SUFFIXES and path.is_file():
         stream, total, source, columns = _table(path, TABLE_SUFFIXES[path.suffix.lower()], columns)
     elif path.exists() or glob.has_magic(dataset) or dataset.endswith(".parquet"):
-        stream, total, source, columns = _parquet(datasets, path, dataset, columns)
+        stream, total, source, columns, layout = _parquet(dataset, columns)
     else:
         stream, total, source, columns = _hub(datasets, dataset, split, revision, columns)
     source["split"] = split if source["kind"] == "hub" else None
@@ -157,29 +74,28 @@ def load_catalog(dataset: str, split: str = "train", limit: int | None = None,
     if limit is not None:
         stream = islice(stream, limit)
         total = limit if total is None else min(total, limit)
-    return Catalog(rows=stream, total=total, source=source, columns=columns)
+    return Catalog(rows=stream, total=total, source=source, columns=columns, parquet=layout)
 
 
-def _parquet_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*.parquet"))
-
-
-def _parquet(datasets, path: Path, pattern: str, columns: Columns):
+def _parquet(pattern: str, columns: Columns):
+    """Parquet file(s), read by row group (recommender.pipeline.parquet: the same reader as Ray's workers')."""
     import pyarrow.parquet as pq
 
-    files = _parquet_files(path) if path.is_dir() else sorted(glob.glob(os.path.expanduser(pattern)))
+    from recommender.pipeline.parquet import ParquetLayout, parquet_files, pieces, read_products, row_groups
+
+    files = parquet_files(pattern)
     if not files:
         raise CatalogUnavailable(f"No parquet file matches {pattern}.")
     try:
         available = pq.read_schema(files[0]).names
-        total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        groups = row_groups(files)
     except Exception as error:
         raise CatalogUnavailable(f"{files[0]} is not a readable parquet file ({error}).") from None
     columns = columns.resolve(available, files[0])
-    stream = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
-    folder = Path(files[0]).parent  # image paths in a parquet table are relative to its folder
-    return (_products(datasets, stream, columns, tables=folder), total, {"kind": "parquet", "id": pattern, "files": len(files)},
-            columns)
+    layout = ParquetLayout(groups, Path(files[0]).parent)  # image paths in a parquet table: relative to its folder
+    stream = read_products(pieces(groups, 0), columns, layout.folder)
+    return (stream, sum(group.rows for group in groups), {"kind": "parquet", "id": pattern, "files": len(files)},
+            columns, layout)
 
 
 def _table(path: Path, kind: str, columns: Columns):
@@ -346,15 +262,15 @@ def _product(row: dict, columns: Columns, folder: Path | None) -> Product:
                    image_path=path if isinstance(path, str) and path.strip() else None)
 
 
-def _products(datasets, stream, columns: Columns, tables: Path | None = None, folder: Path | None = None,
+def _products(datasets, stream, columns: Columns, folder: Path | None = None,
               styles: dict | None = None) -> Iterator[Product]:
-    """The products of a datasets stream: a table's rows (images relative to the `tables` folder), or an image
-    folder's files (`folder`, with its styles.csv's metadata)."""
+    """The products of a datasets stream: a Hub dataset's rows, or an image folder's files (`folder`, with its
+    styles.csv's metadata)."""
     image_column = "image" if folder is not None else columns.image
     if isinstance((stream.features or {}).get(image_column), datasets.Image):
         stream = stream.cast_column(image_column, datasets.Image(decode=False))
     if folder is None:
-        yield from (_product(row, columns, tables) for row in stream)
+        yield from (_product(row, columns, None) for row in stream)
         return
     labels = stream.features.get("label") if stream.features else None
     for row in stream:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .build import build_index
-from .catalog import load_catalog
-from .config import Settings
-from .index import IndexUnusable, read_manifest, swap_into_place
-from .publish import unpack
+from recommender.pipeline.build import build_index
+from recommender.pipeline.catalog import load_catalog
+from recommender.config import Settings
+from recommender.index import IndexUnusable, read_manifest, swap_into_place
+from recommender.pipeline.publish import unpack
 
 __all__ = ["IndexUnusable", "build_limit", "download_index", "ensure_index"]
 

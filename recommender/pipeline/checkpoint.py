@@ -38,9 +38,14 @@ class Checkpoint:
         self.progress_file = root / "progress.json"
         # the catalog, embedder and batching the parts come from; anything else starts over
         self.key = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        self.progress = Progress()  # what the saved batches hold: resume() reads it, save() adds to it
 
     def resume(self) -> Progress:
         """The saved progress of a build with the same key; an empty Progress (and a clean folder) otherwise."""
+        self.progress = self._read()
+        return self.progress
+
+    def _read(self) -> Progress:
         try:
             saved = json.loads(self.progress_file.read_text())
         except (OSError, ValueError):
@@ -61,12 +66,12 @@ class Checkpoint:
             progress.skipped += [tuple(skip) for skip in part["skipped"]]
         return progress
 
-    def save(self, progress: Progress, vectors: np.ndarray | None, cells: np.ndarray | None, items: list[dict],
-             skipped: list[tuple], rows_read: int, hashes: list[str] | None = None) -> None:
-        """Add one batch: its files first, then the progress that makes it count. `hashes`: the sha256 (hex) of
-        each item's image bytes, if known (a later build may reuse the vectors of images it has seen)."""
-        hashes = hashes if hashes is not None else [None] * len(items)
-        batch = progress.batches
+    def save(self, *, rows_read: int, items: list[dict], vectors: np.ndarray | None, cells: np.ndarray | None,
+             skipped: list[tuple], hashes: list[str | None]) -> None:
+        """Add one batch of `rows_read` catalog rows: its files first, then the progress that makes it count.
+        `vectors`, `cells`: (len(items), dims), None without items; `hashes`: the sha256 (hex) of each item's image
+        bytes, or None where there are none (a later build reuses the vectors of images it has seen)."""
+        progress, batch = self.progress, self.progress.batches
         _save(self.parts / f"{batch:06d}.npy", vectors if vectors is not None else np.zeros((0, 0), np.float32))
         if vectors is not None:
             _save(self.parts / f"{batch:06d}.cells.npy", cells)
@@ -89,11 +94,10 @@ class Checkpoint:
         shutil.rmtree(self.parts, ignore_errors=True)
         self.progress_file.unlink(missing_ok=True)
 
-    @staticmethod
-    def skip_counts(progress: Progress) -> tuple[Counter, dict]:
+    def skip_counts(self) -> tuple[Counter, dict]:
         """(reason -> count, reason -> first three product ids) of the skipped rows."""
         counts, examples = Counter(), {}
-        for reason, product_id in progress.skipped:
+        for reason, product_id in self.progress.skipped:
             counts[reason] += 1
             if len(examples.setdefault(reason, [])) < 3:
                 examples[reason].append(product_id)
