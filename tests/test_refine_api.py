@@ -65,6 +65,7 @@ def test_refine_takes_a_photo_a_comma_separated_string_and_filters(client, catal
     ({"like": ["no-such-id"]}, "No product with id 'no-such-id'"),
     ({}, "at least one liked product"),
     ({"unlike": "15970,"}, "No product with id '15970'"),
+    ({"like": ["x"] * 100_000}, "names 100,000 products; at most 200"),  # refused before any id is looked up
 ])
 def test_refine_refuses_unknown_ids_and_nothing_to_look_for(client, arguments, message):
     with pytest.raises(Exception, match=message):

@@ -305,6 +305,9 @@ class _Fixed:
         self.current = recommender
 
 
+MAX_MARKS = 200  # ids `like` or `unlike` may name: a few rounds of marking 50 results; each is a stored row read
+
+
 def _ids(value, name: str) -> list[str]:
     """Product ids as the API takes them: a list, or one comma-separated string; each once, in order."""
     if value in (None, ""):
@@ -313,6 +316,8 @@ def _ids(value, name: str) -> list[str]:
         value = value.split(",")
     if not isinstance(value, (list, tuple)):
         raise UnknownProduct(f"'{name}' takes a list of product ids or a comma-separated string of them.")
+    if len(value) > MAX_MARKS:  # before any id is looked up: a million ids would read a million stored rows
+        raise UnknownProduct(f"'{name}' names {len(value):,} products; at most {MAX_MARKS} are taken.")
     return list(dict.fromkeys(str(item).strip() for item in value if str(item).strip()))
 
 
