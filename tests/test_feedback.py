@@ -87,3 +87,15 @@ def test_unknown_ids_are_refused(recommender):
         recommender.refine(None, like=["nope"])
     with pytest.raises(NothingToRefine):
         recommender.refine(None, unlike=[next(iter(recommender.row_of_id))])
+
+
+
+def test_a_product_query_is_its_stored_vector_moved_by_the_marks(recommender):
+    """The query product's stored vector is the query, and only the query: not also an unliked vector, which would
+    cancel it and leave the liked products alone."""
+    ids = list(recommender.row_of_id)
+    for product_id in ids[:4]:
+        liked = recommender.similar(product_id, k=8)[-1].id
+        vector = recommender.index.rows([recommender.row_of(product_id)])[0]
+        expected = [r.id for r in recommender.refine(vector, like=[liked], k=7) if r.id != product_id][:6]
+        assert [r.id for r in recommender.refine(None, like=[liked], k=6, query_product=product_id)] == expected

@@ -150,16 +150,15 @@ class Recommender:
 
         rows = self.matching_rows(filters)  # a bad filter or id is refused before anything is searched
         liked, unliked = ([self.row_of(i) for i in ids] for ids in (like, unlike))
-        skipped = None
-        if query_product is not None:
+        skipped, excluded = None, set(unliked)
+        if query_product is not None:  # its stored vector is the query; it is not returned (it is not unliked)
             row = self.row_of(query_product)
             query = skipped = self.index.rows([row])[0]
-            unliked.append(row)
+            excluded.add(row)
         vector = refined_query(query, self.index.rows(liked), self.index.rows(unliked))
         k = int(min(max(int(k), 1), MAX_K))
         if rows is not None and len(rows) == 0:
             return []
-        excluded = set(unliked)
         found, distances = self.index.search(vector, k + len(excluded), self.candidates, self.search_k, rows=rows)
         keep = np.array([row not in excluded for row in found.tolist()], dtype=bool)
         if skipped is not None and keep.any():  # the query product's copies: the same picture under other ids
