@@ -37,13 +37,15 @@ from recommender.serve.gradio_patches import (RefuseDeepLinks, delete_mcp_copies
                                                refuse_server_paths_clearly)
 from recommender.serve.live import LiveSearch, LiveState  # noqa: E402
 from recommender.serve.outputs import PageOutputs, WhyOutputs  # noqa: E402
-from recommender.serve.page import Page, api_endpoint  # noqa: E402
+from recommender.serve.api import api_endpoint  # noqa: E402
+from recommender.serve.page import Page  # noqa: E402
 from recommender.serve.photos import QueryPhotos, query_image  # noqa: E402
 from recommender.serve.uploads import InMemoryUploads  # noqa: E402
 from recommender.serve.picker import photo_picker  # noqa: E402
 from recommender.serve.provision import IndexUnusable, build_limit, ensure_index  # noqa: E402
 from recommender.serve.refresh import IndexHolder, follow_repo  # noqa: E402
 from recommender.serve.search import ANY, MAX_K, Recommender  # noqa: E402
+from recommender.serve.steering import STEER_CSS, Marks, steer_bar  # noqa: E402
 
 CONCURRENCY = 2  # model calls at once: two keep both cores of a small Space busy without thrashing
 LIVE_VIEWERS = 8  # live streams at once (a stream holds its slot until stopped); more wait in the queue
@@ -65,6 +67,13 @@ PAGE_CSS = """
   #results .thumbnail-item { width: 100% !important; height: auto !important; aspect-ratio: 1; }
 }
 """
+# Gradio's default orange (#f97316) carries white text at 2.8:1, and its subdued grey text (#bbbbc2) stands at 1.9:1
+# on white, under WCAG's 4.5:1 (axe-core checks the page: tests/test_steering_page.py): darker shades of the same.
+PAGE_THEME = gr.themes.Default().set(
+    button_primary_background_fill="*primary_700", button_primary_background_fill_dark="*primary_700",
+    button_primary_background_fill_hover="*primary_800", button_primary_background_fill_hover_dark="*primary_800",
+    button_primary_border_color="*primary_700", button_primary_border_color_dark="*primary_700",
+    color_accent="*primary_700", body_text_color_subdued="*neutral_600")
 # On a phone the results column sits below the controls: after a search, it scrolls into view.
 RESULTS_INTO_VIEW = """() => { if (window.matchMedia('(max-width: 768px)').matches)
     setTimeout(() => document.querySelector('#status')?.scrollIntoView({behavior: 'smooth', block: 'start'}), 50); }"""
@@ -126,6 +135,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
                 status = gr.Markdown(elem_id="status")
                 gallery = gr.Gallery(label="Most similar products: click one for more like it", columns=4,
                                      object_fit="contain", height="auto", allow_preview=False, elem_id="results")
+                steer = steer_bar(elem_id="steer")  # "more like this" / "not like this" on each result, the marks
                 why = gr.Checkbox(label="Why this match? Click a result to see where the likeness comes from",
                                   elem_id="why")
                 with gr.Column(visible=False, elem_id="why-panel") as why_panel:
@@ -149,6 +159,7 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         api_refine, api_like, api_unlike = gr.Button(visible=False), id_list(visible=False), id_list(visible=False)
         # ids in the gallery; the catalog product on show; the photo's vector and cells (the photo itself is not kept)
         shown_ids, product_id, query, live_state = gr.State([]), gr.State(None), gr.State(None), gr.State(LiveState())
+        marks = gr.State(Marks())  # the products marked more or less like what is wanted: ids, never photos
         live_match = gr.State(None)  # the last embedded live frame's LiveMatch: its change shows the results
         query_copy = gr.Textbox(visible=False)  # the photo's small copy, a data URL held by the browser: the server
         # keeps no copy of a photo, and "Why this match?" draws the query's side on this one when it is sent back
@@ -158,7 +169,8 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         controls = [k, *filters]
         # the components each event writes, by the names its handler's values have (recommender/serve/outputs.py)
         page_outputs = PageOutputs(gallery=gallery, details=details, status=status, links=links, shown_ids=shown_ids,
-                                   product_id=product_id, query=query, product_image=product_image)
+                                   product_id=product_id, query=query, product_image=product_image, marks=marks,
+                                   steer=steer)
         photo_outputs = page_outputs.with_copy(query_copy)
         why_outputs = WhyOutputs(panel=why_panel, text=why_text, query_overlay=query_overlay,
                                  product_overlay=product_overlay, details=why_details)
@@ -178,11 +190,14 @@ def build_demo(recommender: Recommender | IndexHolder, photos: QueryPhotos | Non
         live_tab.select(live_search.live_opened, None, None, show_progress="hidden", **private)  # loads the model
         live_match.change(live_search.live_results, [live_match, live_state, *controls], page_outputs,
                           concurrency_limit=LIVE_VIEWERS, show_progress="hidden", **live_only)
-        gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [product_id, query, *controls],
+        gr.on([find.click, k.release, *(f.input for f in filters)], page.rerun, [product_id, query, marks, *controls],
               page_outputs, trigger_mode="always_last", **private)  # a change made while a search runs is kept
-        gallery.select(page.clicked, [shown_ids, why, *controls], page_outputs, trigger_mode="always_last",
+        # each marking sends every mark wanted: the last one sent is the one that counts
+        steer.input(page.steer, [product_id, query, *controls], page_outputs, trigger_mode="always_last",
+                    show_progress="hidden", **private)
+        gallery.select(page.clicked, [shown_ids, why, marks, *controls], page_outputs, trigger_mode="always_last",
                        **private)
-        gallery.select(page.why_clicked, [why, shown_ids, product_id, query, query_copy], why_outputs,
+        gallery.select(page.why_clicked, [why, shown_ids, product_id, query, query_copy, marks], why_outputs,
                        trigger_mode="always_last", **private)
         example_gallery.select(page.example_clicked, controls, page_outputs, trigger_mode="always_last",
                                **private).then(None, js=RESULTS_INTO_VIEW)
@@ -240,8 +255,8 @@ def main() -> None:
     refuse_server_paths_clearly()
     uploads = Middleware(InMemoryUploads, photos=photos, upload_dir=get_upload_folder(),
                          max_bytes=MAX_UPLOAD_MB * 2**20, hops=proxy_hops())
-    demo.launch(css=PAGE_CSS, max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True, run_history=False,
-                app_kwargs={"middleware": [uploads, Middleware(RefuseDeepLinks)]})
+    demo.launch(css=PAGE_CSS + STEER_CSS, theme=PAGE_THEME, max_file_size=f"{MAX_UPLOAD_MB}mb", mcp_server=True,
+                run_history=False, app_kwargs={"middleware": [uploads, Middleware(RefuseDeepLinks)]})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from recommender.images import to_rgb
 from recommender.serve.gradio_patches import live_camera
 from recommender.serve.live import LIVE_THUMBNAIL, LiveMatch, LiveSearch, LiveState
 from recommender.serve.live_turns import LiveTurns
+from recommender.serve.outputs import PageOutputs
 from recommender.serve.page import Page
 from recommender.serve.photos import QueryPhotos
 
@@ -259,7 +260,7 @@ def test_the_live_stream_writes_only_states_and_the_results_follow_its_match(rec
     match = next(output for output in stream.outputs if any(
         (output._id, "change") in fn.targets and fn.name == "live_results" for fn in demo.fns.values()))
     shows = next(fn for fn in demo.fns.values() if (match._id, "change") in fn.targets)
-    assert len(shows.outputs) == 8 and not all(isinstance(output, gr.State) for output in shows.outputs)
+    assert len(shows.outputs) == len(PageOutputs._fields) and not all(isinstance(output, gr.State) for output in shows.outputs)
 
 
 @pytest.mark.fast
@@ -272,6 +273,8 @@ def test_live_results_show_the_embedded_frames_neighbours(live, recommender):
     assert "(frame 4; not searched: 2 unchanged, 7 while" in outputs.status
     # the vector is kept: a changed filter searches it again
     assert outputs.query is not None and outputs.product_id is None
+    # a live frame's results are not steered: no marks, and the steering bar offers no toggles (steering.py)
+    assert not outputs.marks and outputs.steer["mode"] == "live" and len(outputs.steer["ids"]) == 3
 
 
 def jpeg_frame(seed: int) -> bytes:

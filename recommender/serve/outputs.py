@@ -11,6 +11,7 @@ from urllib.parse import quote
 import gradio as gr
 
 from recommender.serve.search import ANY, Recommender
+from recommender.serve.steering import Marks, steer_view
 
 __all__ = ["LiveOutputs", "PageOutputs", "PhotoOutputs", "WhyOutputs", "gallery", "links", "records", "status_line"]
 
@@ -25,6 +26,8 @@ class PageOutputs(NamedTuple):
     product_id: Any  # State: the catalog product that is the query, or None
     query: Any  # State: a photo's View (without its picture) or a live frame's vector; None for a product
     product_image: Any  # the catalog product shown as the query (gr.Image), hidden for a photo
+    marks: Any  # State: the products marked "more like this" or "not like this" (steering.Marks: ids only)
+    steer: Any  # the steering bar's value (steering.steer_view): the results' ids and names, the marks, the mode
 
     @classmethod
     def skip(cls) -> PageOutputs:
@@ -35,7 +38,7 @@ class PageOutputs(NamedTuple):
     def refused(cls, status: str) -> PageOutputs:
         """No results: an empty gallery, `status` said, no query kept."""
         return cls(gallery=[], details=[], status=status, links="", shown_ids=[], product_id=None, query=None,
-                   product_image=gr.Image(visible=False))
+                   product_image=gr.Image(visible=False), marks=Marks(), steer=steer_view(None, [], Marks(), "none"))
 
     def with_copy(self, query_copy: str) -> PhotoOutputs:
         return PhotoOutputs(*self, query_copy=query_copy)
@@ -90,13 +93,15 @@ def records(results) -> list[dict]:
 SAFE_IN_URL = ":/?&=#%+@,;~!$*"  # kept as they are in a shop's link; spaces, quotes, brackets and the like quoted
 
 
-def links(results) -> str:
+def links(results, steered: str | None = None) -> str:
     """A link per result to share it, and to the product's page in the shop when the catalog has one (http and
-    https only: a catalog's text is not trusted to make a link that runs code)."""
+    https only: a catalog's text is not trusted to make a link that runs code); `steered`: the query of a link to
+    this steered search (steering.share_query), shared first."""
     if not results:
         return ""
-    shared = "Share a result: " + " · ".join(f"[{number}](?item={quote(result.id)} \"{_title(result.name)}\")"
-                                             for number, result in enumerate(results, 1))
+    search = f"[Share this steered search]({steered}) (a photo stays with you: the link carries the marks)  \n"
+    shared = (search if steered else "") + "Share a result: " + " · ".join(
+        f"[{number}](?item={quote(result.id)} \"{_title(result.name)}\")" for number, result in enumerate(results, 1))
     shop = [f"[{number}]({quote(result.link, safe=SAFE_IN_URL)} \"{_title(result.name)}\")"
             for number, result in enumerate(results, 1) if re.match(r"https?://", result.link or "", re.I)]
     return shared + ("  \nIn the shop: " + " · ".join(shop) if shop else "")
@@ -106,14 +111,16 @@ def _title(text: str) -> str:
     return str(text).replace("\\", "").replace('"', "'")
 
 
-def status_line(index: Recommender, results, filters: dict, milliseconds: float, product: str | None = None) -> str:
+def status_line(index: Recommender, results, filters: dict, milliseconds: float, product: str | None = None,
+                steered: str | None = None) -> str:
     """How many results, from how many products (those the filters let through), how fast; `product`: the name of
-    the catalog product that is the query."""
+    the catalog product that is the query; `steered`: the marks that steer the results (Marks.said)."""
     chosen = [f"{index.filters[name]['label'].lower()} = {value}" for name, value in filters.items()
               if value not in (None, "", ANY)]
     rows = index.matching_rows(filters)
     pool = len(index.items) if rows is None else len(rows)
     subject = f"More like **{product}**: " if product is not None else ""
+    subject += f"Steered by your marks ({steered}): " if steered else ""
     if not results:
         return (f"{subject}**No product matches** {' and '.join(chosen)}. Set a filter back to {ANY}."
                 if chosen else f"{subject}No results.")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import gradio as gr
+import numpy as np
 
 from recommender.images import ImageError
 from recommender.serve.data_urls import data_url, from_data_url
@@ -20,12 +21,13 @@ from recommender.serve.feedback import NothingToRefine
 from recommender.serve.live_turns import LiveTurns
 from recommender.serve.outputs import PageOutputs, PhotoOutputs, WhyOutputs, gallery, links, records, status_line
 from recommender.serve.photos import Photo, QueryPhotos
-from recommender.serve.search import ANY, Recommender, UnknownProduct
+from recommender.serve.search import Recommender, UnknownProduct
+from recommender.serve.steering import Marks, marks_in_link, marks_sent, product_ids, share_query, steer_view
 
 if TYPE_CHECKING:
     from recommender.serve.refresh import IndexHolder
 
-__all__ = ["Page", "Product", "api_endpoint", "with_current_index"]
+__all__ = ["Page", "Product", "with_current_index"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class Page:
         """
         filters = _by_parameter(index, filters)
         try:
-            liked, unliked = _ids(like, "like"), _ids(unlike, "unlike")
+            liked, unliked = product_ids(like, "like"), product_ids(unlike, "unlike")
             if image is not None and id:
                 raise UnknownProduct("Give a photo or a product id to start from, not both.")
             for product_id in (*liked, *unliked, *([id] if id else [])):  # refused before the model runs
@@ -179,10 +181,11 @@ class Page:
 
     @with_current_index
     def why_clicked(self, index: Recommender, why: bool, shown_ids, product_id, query, query_copy: str,
-                    event: gr.SelectData) -> WhyOutputs:
+                    marks: Marks | None, event: gr.SelectData) -> WhyOutputs:
         """"Why this match?" on, a result clicked: its explanation in the panel. Off, the click shows more like the
         result (clicked), and the panel, about results no longer shown, is hidden. A photo's side is drawn on its
-        small copy, which the browser sends back (`query_copy`, a data URL)."""
+        small copy, which the browser sends back (`query_copy`, a data URL). Steered results are explained against
+        the query itself: the marks move a vector, which has no picture to draw on."""
         if not why:
             return WhyOutputs.hidden()
         explainer, clicked = Explainer(index), shown_ids[event.index]
@@ -193,13 +196,18 @@ class Page:
                 query = query.with_picture(query_picture(from_data_url(query_copy)))
             except ImageError:  # not sent back, or not an image: the query's side without its picture
                 pass
+        elif query is None:  # a shared link's marks alone
+            return WhyOutputs.said("Why this match? explains a result of a photo or of a catalog product; these "
+                                   "results come from the marked products alone.")
         else:  # a live frame's vector
             return WhyOutputs.said("Why this match? explains a result of a photo or of a catalog product, not of "
                                    "the live camera.")
         explanation, query_overlay, product_overlay = explainer.explain(query, clicked)
+        steered = (f" The results are steered by your marks ({marks.said()}); this is the likeness to your query "
+                   "itself." if marks else "")
         text = (f"**Why {index.product(clicked).name} matched: {explanation.similarity:.0%} similar.** Tinted where "
                 "the likeness comes from, the three strongest places outlined (1 strongest), on your query (left) "
-                "and the product.")
+                f"and the product.{steered}")
         return WhyOutputs(gr.Column(visible=True), text, query_overlay, product_overlay,
                           {"product_id": clicked, **explanation.to_dict()})
 
@@ -207,10 +215,10 @@ class Page:
     @with_current_index
     def search_photo(self, index: Recommender, event: gr.EventData, k, *filters) -> PhotoOutputs:
         """The picker sent a photo, a snapshot, a paste or a crop (recommender/serve/picker.py; the upload's path is
-        in the event's data): search it. The session keeps its vector and cells (for re-runs and "Why this
-        match?"); its small copy goes to the browser (query_copy), not into the session. A photo that cannot be
-        searched is said in the status line and a warning, with the gallery emptied: never old results under a new
-        photo."""
+        in the event's data): search it, with no marks (a new start). The session keeps its vector and cells (for
+        re-runs and "Why this match?"); its small copy goes to the browser (query_copy), not into the session. A
+        photo that cannot be searched is said in the status line and a warning, with the gallery emptied: never old
+        results under a new photo."""
         path = (getattr(event, "_data", None) or {}).get("path")
         photo = self.photos.uploaded(path) if isinstance(path, str) else None
         started = time.perf_counter()
@@ -231,72 +239,104 @@ class Page:
         return PageOutputs.refused("").with_copy("")
 
     @with_current_index
-    def rerun(self, index: Recommender, product_id, query, k, *filters) -> PageOutputs:
-        """k, a filter or the button: search again for what is on show (a product, or the photo's vector)."""
+    def rerun(self, index: Recommender, product_id, query, marks: Marks | None, k, *filters) -> PageOutputs:
+        """k, a filter or the button: search again for what is on show (a product, the photo's vector or the marks
+        alone), steered by the marks."""
+        marks = marks or Marks()
         if product_id:
-            return self._more_like(index, product_id, k, filters)
-        if query is None:
+            return self.show(index, Product(product_id), k, filters, marks=marks)
+        if query is None and not marks:
             return PageOutputs.skip()
-        return self.show(index, query, k, filters)._replace(product_image=gr.skip())
+        return self.show(index, query, k, filters, marks=marks)._replace(product_image=gr.skip())
 
     @with_current_index
     def more_like(self, index: Recommender, product_id, k, *filters) -> PageOutputs:
         """A catalog product becomes the query: shown on the left, its neighbours on the right."""
-        return self._more_like(index, product_id, k, filters)
+        return self.show(index, Product(str(product_id)), k, filters)
 
     @with_current_index
-    def clicked(self, index: Recommender, shown_ids, why: bool, event: gr.SelectData, k, *filters) -> PageOutputs:
+    def steer(self, index: Recommender, event: gr.EventData, product_id, query, k, *filters) -> PageOutputs:
+        """The steering bar sent the marks the visitor wants (steer.js: a toggle, a mark removed, or "Start over",
+        which sends none): the query's results moved by them, from stored vectors, with no model call."""
+        data = getattr(event, "_data", None) or {}
+        seq = data.get("seq") if isinstance(data.get("seq"), int) else None
+        query = Product(product_id) if product_id else query
+        return self.show(index, query, k, filters, marks=marks_sent(data, index), seq=seq)
+
+    @with_current_index
+    def clicked(self, index: Recommender, shown_ids, why: bool, marks: Marks | None, event: gr.SelectData, k,
+                *filters) -> PageOutputs:
+        """More like a clicked result: it becomes the query (its own mark goes), steered by the other marks."""
         if why:
             return PageOutputs.skip()  # "Why this match?" is on: why_clicked answers the click
-        return self._more_like(index, shown_ids[event.index], k, filters)
+        product_id = shown_ids[event.index]
+        return self.show(index, Product(product_id), k, filters, marks=(marks or Marks()).without(product_id))
 
     @with_current_index
     def example_clicked(self, index: Recommender, event: gr.SelectData, k, *filters) -> PageOutputs:
-        return self._more_like(index, index.examples()[event.index].id, k, filters)
+        return self.show(index, Product(index.examples()[event.index].id), k, filters)
 
     @with_current_index
     def opened(self, index: Recommender, request: gr.Request, k, *filters) -> PageOutputs:
-        """A shared link, ?item=<id>: show that product and the products like it."""
-        product_id = request.query_params.get("item") if request else None
-        if not product_id:
-            return PageOutputs.skip()
-        if str(product_id) not in index.row_of_id:
+        """A shared link, ?item=<id>: that product and the products like it; with &like=<ids>&unlike=<ids>, steered
+        by those marks (a link may also carry liked products alone)."""
+        params = request.query_params if request else {}
+        product_id = params.get("item")
+        marks, left_out = marks_in_link(params, index)
+        if left_out:
+            gr.Warning(f"Marked products of this link that this catalog does not hold, left out: {left_out}.")
+        if product_id and str(product_id) not in index.row_of_id:
             # the id comes from the address bar: escaped and cut, never markup of a link's making
             gr.Warning(f"No product with id '{html.escape(str(product_id)[:64])}' in this catalog.")
             return PageOutputs.skip()
-        return self._more_like(index, product_id, k, filters)
+        if product_id:
+            return self.show(index, Product(str(product_id)), k, filters, marks=marks.without(str(product_id)))
+        return self.show(index, None, k, filters, marks=marks) if marks.like else PageOutputs.skip()
 
-    def show(self, index: Recommender, query, k, filters: tuple, started: float | None = None) -> PageOutputs:
-        """The page for `query` (a catalog Product, a photo's View or a live frame's vector), searched in `index`
-        with the filter controls' values `filters`; `started`: time.perf_counter() when its event began."""
-        results, status = self._search(index, query, k, _by_parameter(index, filters), started)
+    def show(self, index: Recommender, query, k, filters: tuple, started: float | None = None,
+             marks: Marks = Marks(), seq: int | None = None) -> PageOutputs:
+        """The page for `query` (a catalog Product, a photo's View, a live frame's vector, or None: the marks alone)
+        searched in `index` with the filter controls' values `filters`, steered by `marks` (a live frame's results
+        are never steered: steering.py); `started`: time.perf_counter() when its event began; `seq`: the number of
+        the browser's marking this answers."""
+        live = isinstance(query, np.ndarray)
+        marks = Marks() if live else marks
+        mode = "live" if live else "product" if isinstance(query, Product) else "marks" if query is None else "photo"
+        try:
+            results, status = self._search(index, query, k, _by_parameter(index, filters), started, marks)
+        except NothingToRefine:  # the marks alone, every liked one removed: nothing says what to look for
+            return PageOutputs.refused("Nothing to look for: mark a product \"More like this\", or choose a "
+                                       "photo.")._replace(steer=steer_view(index, [], Marks(), "none", seq))
         shown = gr.Gallery(gallery(results, index), selected_index=None)  # new results: no old selection shown
-        outputs = PageOutputs(gallery=shown, details=records(results), status=status, links=links(results),
-                              shown_ids=[r.id for r in results], product_id=None, query=query,
-                              product_image=gr.Image(visible=False))
+        product_id = query.id if isinstance(query, Product) else None
+        outputs = PageOutputs(gallery=shown, details=records(results), status=status,
+                              links=links(results, share_query(product_id, marks)), shown_ids=[r.id for r in results],
+                              product_id=None, query=query, product_image=gr.Image(visible=False), marks=marks,
+                              steer=steer_view(index, results, marks, mode if results else "none", seq))
         if isinstance(query, Product):
             product = index.product(query.id)
+            outputs.steer["query_name"] = product.name
             return outputs._replace(product_id=query.id, query=None, product_image=gr.Image(
                 product.image_path, label=f"More like this: {product.name}", visible=True))
         return outputs
 
-    def _more_like(self, index: Recommender, product_id, k, filters: tuple) -> PageOutputs:
-        return self.show(index, Product(index.product(product_id).id), k, filters)
-
-    def _search(self, index: Recommender, query, k, filters: dict, started: float | None = None):
-        """(results, status line) for a catalog Product, a View or a vector."""
+    def _search(self, index: Recommender, query, k, filters: dict, started: float | None = None,
+                marks: Marks = Marks()):
+        """(results, status line) for a catalog Product, a View, a vector or None, steered by `marks`."""
         started = started or time.perf_counter()
+        product_id = query.id if isinstance(query, Product) else None
+        vector = None if query is None or product_id else getattr(query, "vector", query)
         try:
-            if isinstance(query, Product):
-                results = index.similar(query.id, k, filters)
+            if marks:
+                results = index.refine(vector, marks.like, marks.unlike, k, filters, query_product=product_id)
             else:
-                vector = getattr(query, "vector", query)
-                results = index.nearest(vector, k, index.matching_rows(filters))
+                results = (index.similar(product_id, k, filters) if product_id else
+                           index.nearest(vector, k, index.matching_rows(filters)))
         except UnknownProduct as error:
             raise gr.Error(str(error)) from None
         milliseconds = (time.perf_counter() - started) * 1000
-        product = index.product(query.id).name if isinstance(query, Product) else None
-        return results, status_line(index, results, filters, milliseconds, product)
+        product = index.product(product_id).name if product_id else None
+        return results, status_line(index, results, filters, milliseconds, product, marks.said() or None)
 
 
 class _Fixed:
@@ -305,46 +345,6 @@ class _Fixed:
         self.current = recommender
 
 
-MAX_MARKS = 200  # ids `like` or `unlike` may name: a few rounds of marking 50 results; each is a stored row read
-
-
-def _ids(value, name: str) -> list[str]:
-    """Product ids as the API takes them: a list, or one comma-separated string; each once, in order."""
-    if value in (None, ""):
-        return []
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple)):
-        raise UnknownProduct(f"'{name}' takes a list of product ids or a comma-separated string of them.")
-    if len(value) > MAX_MARKS:  # before any id is looked up: a million ids would read a million stored rows
-        raise UnknownProduct(f"'{name}' names {len(value):,} products; at most {MAX_MARKS} are taken.")
-    return list(dict.fromkeys(str(item).strip() for item in value if str(item).strip()))
-
-
 def _by_parameter(index: Recommender, values) -> dict:
     """The filter controls' values (in the index's order of filters) by API parameter."""
     return dict(zip(index.filters, values))
-
-
-def api_endpoint(method, index: Recommender):
-    """Page.recommend, Page.similar or Page.refine (leading parameters, k, then the values of the filters) as a function whose
-    signature names each filter of the index's catalog, default "All", and whose docstring describes it: Gradio names
-    the API's parameters from the signature, and describes the MCP tools from the docstring."""
-    filters = list(index.filters.values())
-    leading = [p for p in inspect.signature(method).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
-    named = [inspect.Parameter(f["parameter"], inspect.Parameter.POSITIONAL_OR_KEYWORD, default=ANY, annotation=str)
-             for f in filters]
-
-    def endpoint(*values):
-        return method(*values)
-
-    lines = []
-    for f in filters:
-        known = ", ".join(f'"{value}"' for value in index.filter_choices(f["parameter"])[:2])
-        lines.append(f'{f["parameter"]}: only products whose {f["label"].lower()} is this (e.g. {known}), '
-                     f'or "{ANY}".')
-    endpoint.__signature__ = inspect.Signature([*leading, *named])
-    endpoint.__name__ = endpoint.__qualname__ = method.__name__
-    endpoint.__doc__ = method.__doc__.replace("{filters}", "\n            ".join(lines)).replace(
-        "            \n", "")
-    return endpoint
