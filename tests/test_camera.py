@@ -124,6 +124,13 @@ def test_live_results_follow_the_camera_from_one_product_to_another(served, cata
         assert files_in(served.temp_dir) == []
         page.locator("#live button[aria-label='capture photo']").click()  # now "Stop"
         wait_for_quiet()
+        # live results offer no marks (the next frame would replace what was marked: steering.py), and the bar says
+        # so; a result clicked becomes the query, whose results can be marked
+        assert page.locator("#results .steer-toggles").count() == 0
+        assert "live camera" in page.locator("#steer").inner_text()
+        page.locator("#results .thumbnail-item").nth(1).click()
+        page.locator("#results .steer-toggles").first.wait_for(timeout=WAIT)
+        assert "live camera" not in page.locator("#steer").inner_text()
         browser.close()
     assert files_in(served.temp_dir) == []
 
