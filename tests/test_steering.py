@@ -23,9 +23,13 @@ def recommender(stand_in_recommender):
     return stand_in_recommender
 
 
+def no_model(data):
+    pytest.fail("the model ran: steering reads stored vectors only")
+
+
 @pytest.fixture
 def page(recommender):
-    return Page(recommender, QueryPhotos(lambda data: None))
+    return Page(recommender, QueryPhotos(no_model))
 
 
 @pytest.fixture
