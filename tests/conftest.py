@@ -31,6 +31,15 @@ SLOW_FIXTURES = {"built_index", "recommender", "many_index", "many_recommender",
                  "bad_build", "ray_address", "split_catalog"}
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """pytest.ini's `-n auto`: two workers (most of a test's time is an app, a build or a browser working, or a wait:
+    two files at once use both cores); none, so one process, when the output is to be seen (-s: the load test prints
+    its figures) or for the load and install tests, which run alone."""
+    if config.option.capture == "no" or config.option.markexpr in ("load", "install"):
+        return 0
+    return 2
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("fast") and (slow := _slow_fixtures(item)):
