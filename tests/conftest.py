@@ -201,11 +201,19 @@ def stand_in_recommender(stand_in_index):
     return Recommender.load(stand_in_index, embedder=StandInEmbedder())
 
 
+# the app's wait before a refusal (its default, 1 s, would make test_fair_clients.py's upload flood of 1,200 refused
+# requests on 16 connections take 75 s); no other test of the shared app is refused
+REFUSAL_SECONDS = 0.25
+
+
 @pytest.fixture(scope="session")
 def app(built_index, tmp_path_factory):
+    """The app of the default configuration, shared by the session: behind a proxy (the load test's visitors name
+    their addresses; a client that names none is its socket's address, as test_fair_clients.py's are) and with
+    REFUSAL_SECONDS."""
     folder = tmp_path_factory.mktemp("app")
-    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"), **BEHIND_A_PROXY},
-                    folder / "app.log") as running:  # behind a proxy: the load test's visitors have addresses
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"), **BEHIND_A_PROXY,
+                     "REFUSAL_SECONDS": str(REFUSAL_SECONDS)}, folder / "app.log") as running:
         running.temp_dir = folder / "gradio"  # Gradio's upload and output cache, for the privacy tests
         yield running.wait_until_ready()
 
