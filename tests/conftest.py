@@ -28,7 +28,8 @@ MANY_BATCH = 4  # batch size of many_index, and of test_interrupted_build's buil
 SLOW_FIXTURES = {"built_index", "recommender", "many_index", "many_recommender", "app", "client", "browser",
                  "open_page", "served", "index_224", "searcher", "app_224", "client_224", "fair_app", "hostile_app",
                  "photo_app", "photo_client", "left_nowhere", "small_queue_app", "state_app", "shop", "live_model",
-                 "bad_build", "ray_address", "split_catalog"}
+                 "bad_build", "ray_address", "split_catalog", "ten_products",
+                 "four_products"}
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
