@@ -41,7 +41,16 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return 2
 
 
+# The files that take longest, started first: pytest-xdist hands whole files to its two workers in the order of
+# `items` (pytest.ini: --no-loadscope-reorder), so the short ones fill in and neither worker is left with a long one
+# at the end. Each is a minute or more of one worker's time (--durations), the rest tens of seconds at most.
+LONGEST_FIRST = ("test_ray_build.py", "test_refresh.py", "test_interrupted_build.py", "test_shop_catalog.py",
+                 "test_camera.py", "test_photos.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST
+               else len(LONGEST_FIRST))  # stable: the rest, and each file's tests, keep their order
     for item in items:
         if item.get_closest_marker("fast") and (slow := _slow_fixtures(item)):
             raise pytest.UsageError(f"{item.nodeid} is marked fast but uses {', '.join(slow)}: drop the marker, or "
