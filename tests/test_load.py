@@ -33,7 +33,7 @@ def unseen_photo(image: Image.Image, seed: tuple) -> bytes:
 
 
 @pytest.mark.load
-@pytest.mark.timeout(1800)  # 2.5 min at 16 x 40 on 2 cores (2026-12-05, CI's clean clone, load average 2-7)
+@pytest.mark.timeout(1800)  # 2.0 min on 2 cores (2026-12-05, CI on a clean clone)
 def test_sixteen_clients_get_every_answer_and_memory_stays_flat(app, catalog_rows, tmp_path):
     rows = catalog_rows[:CLIENTS]
     clients = [Client(app.url, verbose=False, download_files=False, headers=visitor(n)) for n in range(len(rows))]
