@@ -41,7 +41,7 @@ def bench_live(bench, app, client) -> None:
     from playwright.sync_api import sync_playwright
 
     # photos searched in each of 5 conditions: p95 of 300 in the full run (of 40 it was a run-to-run lottery); the quick
-    # run's 50 feed only its reported ratios, not its checked target (every viewer updated)
+    # run's 20 feed only its reported ratios, not its checked target (every viewer updated)
     queries = bench.size["live_queries"]
     idle_cpu = CpuClock(app.process.pid)
     idle_ms = [ask(client, "/recommend", path)[1] for path in bench.photos.take(queries)]

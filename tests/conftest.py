@@ -28,10 +28,29 @@ MANY_BATCH = 4  # batch size of many_index, and of test_interrupted_build's buil
 SLOW_FIXTURES = {"built_index", "recommender", "many_index", "many_recommender", "app", "client", "browser",
                  "open_page", "served", "index_224", "searcher", "app_224", "client_224", "fair_app", "hostile_app",
                  "photo_app", "photo_client", "left_nowhere", "small_queue_app", "state_app", "shop", "live_model",
-                 "bad_build", "ray_address", "split_catalog"}
+                 "bad_build", "ray_address", "split_catalog", "ten_products",
+                 "four_products"}
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """pytest.ini's `-n auto`: two workers (most of a test's time is an app, a build or a browser working, or a wait:
+    two files at once use both cores); none, so one process, when the output is to be seen (-s: the load test prints
+    its figures) or for the load and install tests, which run alone."""
+    if config.option.capture == "no" or config.option.markexpr in ("load", "install"):
+        return 0
+    return 2
+
+
+# The files that take longest, started first: pytest-xdist hands whole files to its two workers in the order of
+# `items` (pytest.ini: --no-loadscope-reorder), so the short ones fill in and neither worker is left with a long one
+# at the end. Each is a minute or more of one worker's time (--durations), the rest tens of seconds at most.
+LONGEST_FIRST = ("test_ray_build.py", "test_refresh.py", "test_interrupted_build.py", "test_shop_catalog.py",
+                 "test_camera.py", "test_photos.py")
 
 
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST
+               else len(LONGEST_FIRST))  # stable: the rest, and each file's tests, keep their order
     for item in items:
         if item.get_closest_marker("fast") and (slow := _slow_fixtures(item)):
             raise pytest.UsageError(f"{item.nodeid} is marked fast but uses {', '.join(slow)}: drop the marker, or "
@@ -192,11 +211,19 @@ def stand_in_recommender(stand_in_index):
     return Recommender.load(stand_in_index, embedder=StandInEmbedder())
 
 
+# the app's wait before a refusal (its default, 1 s, would make test_fair_clients.py's upload flood of 1,200 refused
+# requests on 16 connections take 75 s); no other test of the shared app is refused
+REFUSAL_SECONDS = 0.25
+
+
 @pytest.fixture(scope="session")
 def app(built_index, tmp_path_factory):
+    """The app of the default configuration, shared by the session: behind a proxy (the load test's visitors name
+    their addresses; a client that names none is its socket's address, as test_fair_clients.py's are) and with
+    REFUSAL_SECONDS."""
     folder = tmp_path_factory.mktemp("app")
-    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"), **BEHIND_A_PROXY},
-                    folder / "app.log") as running:  # behind a proxy: the load test's visitors have addresses
+    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"), **BEHIND_A_PROXY,
+                     "REFUSAL_SECONDS": str(REFUSAL_SECONDS)}, folder / "app.log") as running:
         running.temp_dir = folder / "gradio"  # Gradio's upload and output cache, for the privacy tests
         yield running.wait_until_ready()
 

@@ -12,13 +12,11 @@ import time
 import httpx
 import pytest
 
-from app_process import RunningApp
+from conftest import REFUSAL_SECONDS
 from recommender.serve.clients import CLIENT_EVENTS, client_address
 from visitors import client, new_photo, rest_recommend, upload_flood, uploaded
 
 FLOOD = 48  # concurrent requests from the flooding address
-REFUSAL_SECONDS = 0.25  # the test app's wait before a refusal (the app's default, 1 s, would make the upload flood's
-# 1,200 refused requests on 16 connections take 75 s)
 
 
 def queued_recommend(http: httpx.Client, url: str, fn_index: int, data: bytes) -> tuple[int, str]:
@@ -43,11 +41,9 @@ def queued_recommend(http: httpx.Client, url: str, fn_index: int, data: bytes) -
 
 
 @pytest.fixture(scope="module")
-def fair_app(built_index, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fair")
-    with RunningApp({"INDEX_DIR": str(built_index[0]), "GRADIO_TEMP_DIR": str(folder / "gradio"),
-                     "REFUSAL_SECONDS": str(REFUSAL_SECONDS)}, folder / "app.log") as running:
-        yield running.wait_until_ready()
+def fair_app(app):
+    """conftest's shared app (an app start is seconds of CPU): its refusals wait REFUSAL_SECONDS."""
+    return app
 
 
 def recommend_fn_index(url: str) -> int:

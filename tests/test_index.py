@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +239,8 @@ def test_the_served_generation_is_never_removed_by_cleanups_racing_swaps(tmp_pat
     assert _complete(target.resolve()), "the link left pointing at a removed or incomplete generation"
 
 
-def _adopt_when_told(target, start, resolved):
+def _adopt_when_told(target, ready, start, resolved):
+    ready.release()
     start.wait()
     resolved.put(str(adopt(target)))
 
@@ -254,11 +254,12 @@ def test_processes_adopting_an_old_index_folder_at_once_all_serve_the_same_compl
     for round_number in range(8):
         target = tmp_path / f"index-{round_number}"
         _write_generation(target, "old")
-        start, resolved = context.Event(), context.Queue()
-        adopters = [context.Process(target=_adopt_when_told, args=(target, start, resolved)) for _ in range(4)]
+        ready, start, resolved = context.Semaphore(0), context.Event(), context.Queue()
+        adopters = [context.Process(target=_adopt_when_told, args=(target, ready, start, resolved)) for _ in range(4)]
         for process in adopters:
             process.start()
-        time.sleep(1.5)  # all four started (spawn imports the project), waiting for the word
+        for _ in adopters:  # all four started (spawn imports the project), waiting for the word
+            assert ready.acquire(timeout=60), "an adopter did not start"
         start.set()
         for process in adopters:
             process.join(timeout=60)

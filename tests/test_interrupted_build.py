@@ -4,6 +4,7 @@ read-only disk gives a clear error and leaves the old index intact."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,10 +27,20 @@ def files_of(index: Path) -> dict[str, str]:
             for path in sorted(index.rglob("*")) if path.is_file()}
 
 
-def served_index(catalog, root: Path) -> tuple[Path, dict]:
-    """An index already in place (10 products), and its files, to check it is left untouched."""
+@pytest.fixture(scope="module")
+def ten_products(many_catalog, tmp_path_factory) -> Path:
+    """A folder holding an index of many_catalog's first 10 products (`index`, a link into `.index.generations/`),
+    built once for this file's tests, each of which serves a copy."""
+    out = tmp_path_factory.mktemp("ten-products") / "index"
+    assert run_build(*build_args(many_catalog, out), "--limit", "10").returncode == 0
+    return out.parent
+
+
+def served_index(built: Path, root: Path) -> tuple[Path, dict]:
+    """A copy in `root` of the index `built` holds (ten_products or four_products): an index already in place, and
+    its files, to check it is left untouched."""
+    shutil.copytree(built, root, symlinks=True, dirs_exist_ok=True)  # the link is relative: it stays inside
     out = root / "index"
-    assert run_build(*build_args(catalog, out), "--limit", "10").returncode == 0
     return out, files_of(out)
 
 
@@ -69,9 +80,9 @@ def assert_same_index(built: Path, reference: Path) -> None:
     ("mid-embedding", lambda staging: batches_saved(staging) >= 6),
     ("mid-index-write", lambda staging: (staging / "annoy.ann").exists()),
 ])
-def test_killed_build_leaves_the_served_index_and_resumes_to_the_same_index(many_catalog, many_index, tmp_path,
-                                                                            moment, ready):
-    out, before = served_index(many_catalog, tmp_path)
+def test_killed_build_leaves_the_served_index_and_resumes_to_the_same_index(many_catalog, many_index, ten_products,
+                                                                            tmp_path, moment, ready):
+    out, before = served_index(ten_products, tmp_path)
     # --no-reuse: many_index embedded every image, and vectors reused from the served index equal its own only to
     # float round-off (batch position); test_incremental_build.py resumes a build that reuses them
     kill_when(many_catalog, out, ready, "--no-reuse")
@@ -104,10 +115,17 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_full_disk_gives_a_clear_error_and_keeps_the_old_index(many_catalog, small_disk):
-    out = small_disk / "index"
-    assert run_build(*build_args(many_catalog, out), "--limit", "4").returncode == 0  # fits in 600 kB
-    before = files_of(out)
+@pytest.fixture(scope="module")
+def four_products(many_catalog, tmp_path_factory) -> Path:
+    """A folder holding an index of many_catalog's first 4 products, which fits in small_disk's 600 kB, built once for
+    the two tests of a small disk, each of which serves a copy."""
+    out = tmp_path_factory.mktemp("four-products") / "index"
+    assert run_build(*build_args(many_catalog, out), "--limit", "4").returncode == 0
+    return out.parent
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_the_old_index(many_catalog, four_products, small_disk):
+    out, before = served_index(four_products, small_disk)  # fits in 600 kB
     result = run_build(*build_args(many_catalog, out))  # 120 products do not fit
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Could not write the index" in result.stderr and "No space left on device" in result.stderr
@@ -115,10 +133,8 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_old_index(many_catalog, sma
     assert files_of(out) == before
 
 
-def test_read_only_output_gives_a_clear_error_and_keeps_the_old_index(many_catalog, small_disk):
-    out = small_disk / "index"
-    assert run_build(*build_args(many_catalog, out), "--limit", "4").returncode == 0
-    before = files_of(out)
+def test_read_only_output_gives_a_clear_error_and_keeps_the_old_index(many_catalog, four_products, small_disk):
+    out, before = served_index(four_products, small_disk)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     result = run_build(*build_args(many_catalog, out), "--limit", "8")
     assert result.returncode == 1 and "Traceback" not in result.stderr

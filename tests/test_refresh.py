@@ -79,87 +79,96 @@ class Querying:
         return min(moment for moment, ids, _ in self.answers if moment > after and ids == {catalog})
 
 
-def test_rebuilds_swap_in_while_clients_query_without_a_failure(tmp_path):
-    catalogs = [write_catalog(tmp_path / f"catalog-{number}.parquet", number) for number in range(3)]
-    out = tmp_path / "index"
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One app for this file's rebuilds (an app start is seconds of CPU): the index folder it serves, built from
+    catalog 0, and `.catalog`, the catalog of the index it serves now, which each test moves on."""
+    folder = tmp_path_factory.mktemp("refresh")
+    catalogs = [write_catalog(folder / f"catalog-{number}.parquet", number) for number in range(3)]
+    out = folder / "index"
     build(catalogs[0], out)
+    with RunningApp({"INDEX_DIR": str(out), "INDEX_GRACE_SECONDS": str(GRACE),
+                     "GRADIO_TEMP_DIR": str(folder / "gradio")}, folder / "app.log") as app:
+        app.wait_until_ready()
+        app.out, app.catalogs, app.catalog = out, catalogs, 0
+        yield app
+
+
+def test_rebuilds_swap_in_while_clients_query_without_a_failure(served, tmp_path):
+    app, out = served, served.out
     photos = []
     for number, row in enumerate(synthetic_catalog.products()[:CLIENTS]):
         photos.append(str(tmp_path / f"query-{number}.jpg"))
         row["image"].save(photos[-1])
-    with RunningApp({"INDEX_DIR": str(out), "INDEX_GRACE_SECONDS": str(GRACE),
-                     "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}, tmp_path / "app.log") as app:
-        app.wait_until_ready()
-        querying = Querying(app.url, photos)
+    querying = Querying(app.url, photos)
+    for thread in querying.threads:
+        thread.start()
+    try:
+        delays = []
+        for _ in range(2):  # to the two catalogs it does not serve: all three are seen
+            number = (served.catalog + 1) % 3
+            build(served.catalogs[number], out)
+            served.catalog = number
+            built = time.monotonic()
+            deadline = built + 30
+            while time.monotonic() < deadline and not any(moment > built and ids == {number}
+                                                          for moment, ids, _ in querying.answers):
+                time.sleep(0.1)
+            delays.append(querying.first_answer_from(number, built) - built)
+        time.sleep(2)
+    finally:
+        querying.stop.set()
         for thread in querying.threads:
-            thread.start()
-        try:
-            delays = []
-            for number in (1, 2):
-                build(catalogs[number], out)
-                built = time.monotonic()
-                deadline = built + 30
-                while time.monotonic() < deadline and not any(moment > built and ids == {number}
-                                                              for moment, ids, _ in querying.answers):
-                    time.sleep(0.1)
-                delays.append(querying.first_answer_from(number, built) - built)
-            time.sleep(2)
-        finally:
-            querying.stop.set()
-            for thread in querying.threads:
-                thread.join(timeout=60)
-        print(f"\n{len(querying.answers)} answers, {len(querying.failures)} failed, {len(querying.unreadable)} "
-              f"unreadable images, new catalog served {', '.join(f'{d:.1f}' for d in delays)} s after each build")
-        assert querying.failures == [] and querying.unreadable == [] and querying.copied == []
-        assert all(len(ids) == 1 and pictures == ids for _, ids, pictures in querying.answers)  # one index each
-        assert {next(iter(ids)) for _, ids, _ in querying.answers} == {0, 1, 2}
-        assert max(delays) < 5
-        # the old generations go once the grace period is over and nobody holds them
-        generations = out.with_name(".index.generations")
-        deadline = time.monotonic() + GRACE + 15
-        while time.monotonic() < deadline and len([p for p in generations.iterdir() if p.is_dir()]) > 1:
-            time.sleep(0.5)
-        assert [p for p in generations.iterdir() if p.is_dir()] == [out.resolve()]
-        assert "Serving the index" in app.output()
+            thread.join(timeout=60)
+    print(f"\n{len(querying.answers)} answers, {len(querying.failures)} failed, {len(querying.unreadable)} "
+          f"unreadable images, new catalog served {', '.join(f'{d:.1f}' for d in delays)} s after each build")
+    assert querying.failures == [] and querying.unreadable == [] and querying.copied == []
+    assert all(len(ids) == 1 and pictures == ids for _, ids, pictures in querying.answers)  # one index each
+    assert {next(iter(ids)) for _, ids, _ in querying.answers} == {0, 1, 2}
+    assert max(delays) < 5
+    # the old generations go once the grace period is over and nobody holds them
+    generations = out.with_name(".index.generations")
+    deadline = time.monotonic() + GRACE + 15
+    while time.monotonic() < deadline and len([p for p in generations.iterdir() if p.is_dir()]) > 1:
+        time.sleep(0.5)
+    assert [p for p in generations.iterdir() if p.is_dir()] == [out.resolve()]
+    assert "Serving the index" in app.output()
 
 
-def test_a_live_viewer_moves_to_the_new_index_without_a_break(tmp_path):
+def test_a_live_viewer_moves_to_the_new_index_without_a_break(served):
     """A rebuild while someone is live: the stream goes on, its results come from the new catalog within seconds,
     each answer wholly from one index, its images served. The live model, started with the first index, serves the
     second: a refresh keeps the embedder (an index built by another is refused)."""
-    catalogs = [write_catalog(tmp_path / f"catalog-{number}.parquet", number) for number in range(2)]
-    out = tmp_path / "index"
-    build(catalogs[0], out)
+    app, out = served, served.out
+    old, new = served.catalog, (served.catalog + 1) % 3  # the catalog served now (this file's first test moves it)
     frames = [jpeg(frame_showing(row["image"])) for row in synthetic_catalog.products()[:12]]  # each unlike the last
-    with RunningApp({"INDEX_DIR": str(out), "INDEX_GRACE_SECONDS": str(GRACE),
-                     "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}, tmp_path / "app.log") as app:
-        app.wait_until_ready()
-        viewer = ScriptedViewer(app.url, frames)
-        viewer.start()
-        try:
-            deadline = time.monotonic() + 120  # the live model loads
-            while viewer.updates < 3 and viewer.failure is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert viewer.updates >= 3, viewer.failure or app.output()
-            build(catalogs[1], out)
-            built, deadline = time.monotonic(), time.monotonic() + 30
-            while viewer.failure is None and time.monotonic() < deadline and sum(
-                    catalogs_of(outputs) == {1} for _, outputs in viewer.answers) < 3:  # a few from the new index
-                time.sleep(0.1)
-        finally:
-            viewer.stop()
-        assert viewer.failure is None
-        shown = [catalogs_of(outputs) for _, outputs in viewer.answers]
-        assert shown.count({1}) >= 3, app.output()
-        assert all(len(catalogs) == 1 for catalogs in shown)  # one index each
-        switched = shown.index({1})
-        assert set().union(*shown[:switched]) == {0} and set().union(*shown[switched:]) == {1}
-        moved = next(moment for moment, outputs in viewer.answers if catalogs_of(outputs) == {1}) - built
-        assert moved < 5
-        _, last = viewer.answers[-1]
-        for entry in last[0]["value"]:
-            with urllib.request.urlopen(entry["image"]["url"], timeout=10) as response:
-                assert catalog_of_picture(response.read()) == 1
+    viewer = ScriptedViewer(app.url, frames)
+    viewer.start()
+    try:
+        deadline = time.monotonic() + 120  # the live model loads
+        while viewer.updates < 3 and viewer.failure is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert viewer.updates >= 3, viewer.failure or app.output()
+        build(served.catalogs[new], out)
+        served.catalog = new
+        built, deadline = time.monotonic(), time.monotonic() + 30
+        while viewer.failure is None and time.monotonic() < deadline and sum(
+                catalogs_of(outputs) == {new} for _, outputs in viewer.answers) < 3:  # a few from the new index
+            time.sleep(0.1)
+    finally:
+        viewer.stop()
+    assert viewer.failure is None
+    shown = [catalogs_of(outputs) for _, outputs in viewer.answers]
+    assert shown.count({new}) >= 3, app.output()
+    assert all(len(catalogs) == 1 for catalogs in shown)  # one index each
+    switched = shown.index({new})
+    assert set().union(*shown[:switched]) == {old} and set().union(*shown[switched:]) == {new}
+    moved = next(moment for moment, outputs in viewer.answers if catalogs_of(outputs) == {new}) - built
+    assert moved < 5
+    _, last = viewer.answers[-1]
+    for entry in last[0]["value"]:
+        with urllib.request.urlopen(entry["image"]["url"], timeout=10) as response:
+            assert catalog_of_picture(response.read()) == new
 
 
 def catalogs_of(outputs) -> set[int]:
