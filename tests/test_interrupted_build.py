@@ -1,6 +1,7 @@
 """A build killed at any point leaves the served index alone and resumes to the same index; a full or
 read-only disk gives a clear error and leaves the old index intact."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -104,24 +105,34 @@ def test_other_settings_start_over_instead_of_mixing(many_catalog, tmp_path):
     assert result.returncode == 0 and "Resuming" not in result.stdout and "Indexed 121 products" in result.stdout
 
 
-@pytest.fixture
-def small_disk(tmp_path):
+@contextlib.contextmanager
+def mounted_small_disk(mount: Path):
+    """A 600 kB file system at `mount` (tmpfs), unmounted after."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system for this test needs root")
-    mount = tmp_path / "disk"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with mounted_small_disk(tmp_path / "disk") as mount:
+        yield mount
 
 
 @pytest.fixture(scope="module")
 def four_products(many_catalog, tmp_path_factory) -> Path:
-    """A folder holding an index of many_catalog's first 4 products, which fits in small_disk's 600 kB, built once for
-    the two tests of a small disk, each of which serves a copy."""
-    out = tmp_path_factory.mktemp("four-products") / "index"
-    assert run_build(*build_args(many_catalog, out), "--limit", "4").returncode == 0
-    return out.parent
+    """A folder holding an index of many_catalog's first 4 products, built once for the two tests of a small disk,
+    each of which serves a copy. Built on a 600 kB disk of its own: the build, its staging folder included, fits."""
+    root = tmp_path_factory.mktemp("four-products")
+    with mounted_small_disk(root / "disk") as disk:
+        assert run_build(*build_args(many_catalog, disk / "index"), "--limit", "4").returncode == 0  # fits in 600 kB
+        shutil.copytree(disk, root / "built", symlinks=True)
+    return root / "built"
 
 
 def test_full_disk_gives_a_clear_error_and_keeps_the_old_index(many_catalog, four_products, small_disk):
