@@ -47,15 +47,12 @@ function button(className, text, label, onClick) {
   return b;
 }
 
-function nameShown(item) {  // the first line of a result's caption: its product's name
-  const caption = item.querySelector(".caption-label");
-  return (caption ? caption.textContent : "").split("\n")[0].trim();
+function caption(item) {  // a result's or an example's caption: the product's name, then its facts on a line
+  return item.querySelector(".caption-label")?.textContent || "";
 }
 
-function captionOf(item) {  // a result's or an example's caption, on one line
-  const caption = item.querySelector(".caption-label");
-  return (caption ? caption.textContent : "").replace(/\s+/g, " ").trim();
-}
+const nameShown = (item) => caption(item).split("\n")[0].trim();  // the product's name
+const captionOf = (item) => caption(item).replace(/\s+/g, " ").trim();  // the caption, on one line
 
 function nameItems(root, what) {  // "<caption>, result 3 of 8": the caption (product name first), then the rank
   const items = [...root.querySelectorAll("button.thumbnail-item")];
